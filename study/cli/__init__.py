@@ -1,0 +1,55 @@
+"""The command line: a thin shell over the library.
+
+Each sub-command lives in its own small module of this package with a
+``register(subparsers)`` function that adds its parser and sets ``func``.
+Heavy imports (torch, pandas) happen inside the command functions, so
+``python -m study --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from study.errors import StudyError
+
+# Order is the order shown by --help.
+COMMAND_MODULES = (
+    "study.cli.data",
+    "study.cli.complexity",
+    "study.cli.bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study",
+        description="Rebuild the UltraLBM-UNet paper's tables from your own runs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command module not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

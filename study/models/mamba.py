@@ -1,0 +1,156 @@
+"""A Mamba (S6) layer that runs everywhere.
+
+Parameter names and shapes are those of ``mamba_ssm.Mamba`` (in_proj, conv1d,
+x_proj, dt_proj, A_log, D, out_proj), so state dicts load both ways. On a CUDA
+tensor with mamba-ssm installed the layer calls mamba-ssm's selective-scan
+kernel (and causal-conv1d's when installed); otherwise it runs the project's
+own pure-PyTorch scan (``selective_scan``), which is what CPU users and the
+tests get.
+
+Choose the backend per process with ``set_backend`` or the ``STUDY_MAMBA_BACKEND``
+environment variable: ``auto`` (default: kernels when possible), ``torch``
+(always the pure-PyTorch scan) or ``cuda`` (kernels or a clear error).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.errors import ConfigError
+from study.models.selective_scan import selective_scan
+
+BACKENDS = ("auto", "torch", "cuda")
+_backend = os.environ.get("STUDY_MAMBA_BACKEND", "auto")
+
+
+def set_backend(name: str) -> None:
+    global _backend
+    if name not in BACKENDS:
+        raise ConfigError(f"mamba backend: unknown {name!r}; allowed: {', '.join(BACKENDS)}")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+@lru_cache(maxsize=1)
+def cuda_kernels():
+    """(selective_scan_fn, causal_conv1d_fn or None), or None without mamba-ssm."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # not installed, or built against another torch
+        return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        causal_conv1d_fn = None
+    return selective_scan_fn, causal_conv1d_fn
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine right now."""
+    names = ["torch"]
+    if torch.cuda.is_available() and cuda_kernels() is not None:
+        names.append("cuda")
+    return names
+
+
+class Mamba(nn.Module):
+    """Selective state-space layer: (batch, length, d_model) -> same shape."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16)
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=True
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+        # S4D-real initialisation of A, and dt log-uniform in [dt_min, dt_max],
+        # as mamba-ssm does (a model-wide init may overwrite the linears later).
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        with torch.no_grad():
+            nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+            dt = torch.exp(
+                torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            ).clamp(min=dt_init_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+
+    def _use_kernels(self, x: torch.Tensor) -> bool:
+        if _backend == "torch":
+            return False
+        kernels_ok = x.is_cuda and cuda_kernels() is not None
+        if _backend == "cuda" and not kernels_ok:
+            raise RuntimeError(
+                "mamba backend 'cuda' needs a CUDA tensor and mamba-ssm installed "
+                "(pip install 'ultralbm-study[cuda]')"
+            )
+        return kernels_ok
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        length = hidden.shape[1]
+        xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        use_kernels = self._use_kernels(hidden)
+        conv_fn = cuda_kernels()[1] if use_kernels else None
+        if conv_fn is not None:
+            x = conv_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        else:
+            x = F.silu(self.conv1d(x)[..., :length])
+
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2*state)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # dt_proj without its bias: the bias goes into the scan (delta_bias), as in mamba-ssm.
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
+        B = B.transpose(1, 2).contiguous()
+        C = C.transpose(1, 2).contiguous()
+        A = -torch.exp(self.A_log.float())
+        scan = cuda_kernels()[0] if use_kernels else selective_scan
+        y = scan(
+            x.contiguous(), delta.contiguous(), A, B, C, self.D.float(), z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )
+        return self.out_proj(y.transpose(1, 2))
+
+    def macs_per_call(self, batch: int, length: int) -> int:
+        """Multiply-accumulates of one call, for the explicit ptflops convention.
+
+        Projections and the depthwise conv as their weights' size per token; the
+        scan as 3 MACs per (token, channel, state): the decay times the state,
+        the input drive, and the read-out by C.
+        """
+        per_token = (
+            self.in_proj.weight.numel()
+            + self.conv1d.weight.numel()
+            + self.x_proj.weight.numel()
+            + self.dt_proj.weight.numel()
+            + self.out_proj.weight.numel()
+            + 3 * self.d_inner * self.d_state
+        )
+        return batch * length * per_token

@@ -1,0 +1,68 @@
+"""Models created by name, timm-style: ``build_model("ultralbm", {...})``.
+
+Each entry pairs a builder with the frozen dataclass of its options; unknown
+names and fields fail with the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Callable
+
+from torch import nn
+
+from study.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    config: type
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, config: type):
+    def wrap(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, config)
+        return builder
+
+    return wrap
+
+
+def _load_all() -> None:
+    # Importing the model modules registers them.
+    import study.models.ultralbm  # noqa: F401
+
+
+def registered_models() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_entry(arch: str) -> ModelEntry:
+    _load_all()
+    if arch not in _REGISTRY:
+        raise ConfigError(f"model.arch: unknown model {arch!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[arch]
+
+
+def make_config(arch: str, options: dict | None = None):
+    """The frozen config of ``arch`` with ``options`` applied (validated)."""
+    entry = get_entry(arch)
+    options = dict(options or {})
+    if hasattr(entry.config, "from_dict"):
+        return entry.config.from_dict(options)
+    known = {f.name for f in fields(entry.config)} if is_dataclass(entry.config) else set()
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"model: unknown field(s) {', '.join(unknown)} for {arch!r}; allowed: {', '.join(sorted(known))}")
+    return entry.config(**options)
+
+
+def build_model(arch: str, options: dict | None = None) -> nn.Module:
+    return get_entry(arch).builder(make_config(arch, options))

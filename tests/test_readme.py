@@ -1,0 +1,37 @@
+"""The README's examples run as written, so the docs cannot rot.
+
+Every fenced block that follows a ``<!-- readme-test -->`` marker is run line
+by line from the repository root; each command must exit 0.
+"""
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+BLOCK = re.compile(r"<!-- readme-test -->\s*```(?:bash|console)\n(.*?)```", re.S)
+
+
+def _commands():
+    text = (REPO_ROOT / "README.md").read_text()
+    commands = []
+    for block in BLOCK.findall(text):
+        commands += [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    return commands
+
+
+def test_readme_has_tested_examples():
+    assert _commands(), "README.md has no <!-- readme-test --> block"
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_readme_command(command):
+    argv = shlex.split(command)
+    if argv[0] == "python":
+        argv[0] = sys.executable  # the interpreter running the tests
+    out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"

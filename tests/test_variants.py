@@ -1,0 +1,86 @@
+"""The variant files: every row resolves, and bad files name the file, row and field."""
+
+import pytest
+
+from study.errors import ConfigError
+from study.variants import load_tables, select_rows
+
+EXPECTED_ROWS = {"table1": 16, "table2": 4, "table3": 8, "table4": 3, "table5": 6, "table6": 3, "table7": 6}
+
+
+def test_tables_and_row_counts():
+    tables = load_tables()
+    assert {t: len(tables[t].rows) for t in EXPECTED_ROWS} == EXPECTED_ROWS
+
+
+def test_ablations_run_on_isic2017_and_table1_on_both():
+    tables = load_tables()
+    assert tables["table1"].datasets == ("isic2017", "isic2018")
+    assert tables["table1"].external == ("ph2",)
+    for t in ("table2", "table3", "table4", "table5", "table6", "table7"):
+        assert tables[t].datasets == ("isic2017",)
+
+
+def test_rows_state_only_their_difference():
+    t3 = load_tables()["table3"]
+    single = t3.row("t3-single-direction")
+    assert single.model_options == {"glmbp_routing": ["mamba_fwd", "mamba_fwd", "dwconv", "identity"]}
+    ours = t3.row("t3-ours")
+    assert ours.model_config() == select_rows(["ultralbm"])[0].model_config()
+    t5 = load_tables()["table5"].row("t5-335")
+    assert t5.model_config().kernel_schedule == (3, 3, 5, 5, 3, 3)
+
+
+def test_baselines_are_listed_unavailable_not_errors():
+    t1 = load_tables()["table1"]
+    unavailable = [r.id for r in t1.rows if r.unavailable]
+    assert len(unavailable) == 14
+    assert not t1.row("ultralbm").unavailable and not t1.row("ultralbm-t").unavailable
+
+
+def test_select_rows_by_table_and_row():
+    rows = select_rows(["table6", "ultralbm", "t6-none"])
+    assert [r.id for r in rows] == ["t6-none", "t6-stage-wise", "t6-shared", "ultralbm"]
+    with pytest.raises(ConfigError, match="unknown table or row 'table99'"):
+        select_rows(["table99"])
+
+
+def _write(tmp_path, files):
+    (tmp_path / "base.toml").write_text('[model]\narch = "ultralbm"\n')
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    load_tables.cache_clear()
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[[rows]]\nid = "a"\nname = "A"\ncolour = "red"\n', r"tableX.toml row 'a': unknown field\(s\) colour"),
+        ('[[rows]]\nid = "a"\nname = "A"\nmodel.skip_scale = "twice"\n',
+         r"tableX.toml row 'a': skip_scale: 'twice' is not allowed"),
+        ('[[rows]]\nname = "A"\n', r"tableX.toml \[\[rows\]\] #1: field 'id' is required"),
+        ('[[rows]]\nid = "a"\nname = "A"\n[[rows]]\nid = "a"\nname = "B"\n', r"row 'a': duplicate row id"),
+        ('[table]\nreference = "zz"\n[[rows]]\nid = "a"\nname = "A"\n', r"reference 'zz' is not a row"),
+        ('[[rows]\n', r"tableX.toml: not valid TOML"),
+        ('[table]\ntitle = "t"\n', r"tableX.toml: expected at least one \[\[rows\]\] entry"),
+    ],
+)
+def test_bad_variant_files(tmp_path, text, message):
+    root = _write(tmp_path, {"tableX.toml": text})
+    with pytest.raises(ConfigError, match=message):
+        load_tables(root)
+
+
+def test_row_id_used_in_two_files(tmp_path):
+    row = '[[rows]]\nid = "same"\nname = "A"\n'
+    root = _write(tmp_path, {"tableA.toml": row, "tableB.toml": row})
+    with pytest.raises(ConfigError, match=r"tableB.toml row 'same': id already used in .*tableA.toml"):
+        load_tables(root)
+
+
+def test_a_new_table_is_a_new_file(tmp_path):
+    root = _write(tmp_path, {"mine.toml": '[[rows]]\nid = "k9"\nname = "All 9"\n'
+                             'model.kernel_schedule = [9, 9, 9, 9, 9, 9]\n'})
+    table = load_tables(root)["mine"]
+    assert table.row("k9").model_config().kernel_schedule == (9,) * 6
