@@ -1,0 +1,321 @@
+"""The preprocessing cache: every pair resized once, stored as uint8 arrays.
+
+Layout under the cache root (``$STUDY_CACHE``, default
+``~/.cache/ultralbm-study``)::
+
+    <dataset>/<dataset>-<size>px-<resize>-<fingerprint>/
+        images.npy   (N, size, size, 3) uint8 RGB
+        masks.npy    (N, size, size)    uint8 {0, 1}
+        meta.json    ids, source files, original sizes, resize method, skipped pairs
+
+The fingerprint hashes the file list (id, relative path, byte size and
+modification time of every image and mask), so an added, removed or replaced
+file gives a new cache instead of a stale one. A build writes into a hidden
+``.partial`` folder and renames it into place only once ``meta.json`` is
+written: an interrupted build never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from study.data.check import map_pairs
+from study.data.imageio import RESIZE_METHOD, RESIZE_TAG, read_pair, resize_pair
+from study.data.layouts import BadPair, DataSource, SamplePair, get_dataset_source, problems_message
+from study.data.registry import dataset_info
+from study.data.synthetic import GENERATOR_VERSION, SyntheticSpec, make_synthetic, synthetic_ids
+from study.errors import DataError
+
+CACHE_FORMAT = 1
+DEFAULT_SIZE = 256
+META_FILE = "meta.json"
+IMAGES_FILE = "images.npy"
+MASKS_FILE = "masks.npy"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where caches and split manifests live: the argument, ``$STUDY_CACHE``, or ``~/.cache/ultralbm-study``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("STUDY_CACHE"):
+        return Path(os.environ["STUDY_CACHE"]).expanduser()
+    return Path.home() / ".cache" / "ultralbm-study"
+
+
+@dataclass(frozen=True)
+class DatasetCache:
+    """A finished cache folder. Arrays are memory-mapped read-only on request."""
+
+    directory: Path
+    meta: dict = field(repr=False, compare=False)
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self.meta["ids"])
+
+    def __len__(self) -> int:
+        return len(self.meta["ids"])
+
+    def images(self) -> np.ndarray:
+        """(N, size, size, 3) uint8, memory-mapped."""
+        return np.load(self.directory / IMAGES_FILE, mmap_mode="r")
+
+    def masks(self) -> np.ndarray:
+        """(N, size, size) uint8 in {0, 1}, memory-mapped."""
+        return np.load(self.directory / MASKS_FILE, mmap_mode="r")
+
+    def indices(self, ids: Sequence[str]) -> np.ndarray:
+        """Row of each id; DataError naming the ids this cache does not hold."""
+        row_of = {sample_id: row for row, sample_id in enumerate(self.meta["ids"])}
+        missing = [sample_id for sample_id in ids if sample_id not in row_of]
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise DataError(
+                f"{self.directory}: {len(missing)} id(s) not in the {self.dataset} cache ({shown}); "
+                "expected ids of this dataset (is the split manifest for another dataset or root?)"
+            )
+        return np.array([row_of[sample_id] for sample_id in ids], dtype=np.int64)
+
+
+def open_cache(directory: str | os.PathLike) -> DatasetCache:
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise DataError(
+            f"{directory}: not a finished cache; expected {META_FILE} (rebuild with `python -m study data cache`)"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CACHE_FORMAT:
+        raise DataError(
+            f"{meta_path}: cache format {meta.get('format')!r}; expected {CACHE_FORMAT} (delete the folder to rebuild)"
+        )
+    for name in (IMAGES_FILE, MASKS_FILE):
+        if not (directory / name).is_file():
+            raise DataError(f"{directory / name}: missing from a finished cache; delete {directory} to rebuild")
+    return DatasetCache(directory, meta)
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+def file_list_fingerprint(source: DataSource, *, skip_bad: bool = False) -> str:
+    """sha256 of every pair's id, relative paths, byte sizes and modification times."""
+    digest = hashlib.sha256()
+    digest.update(f"skip_bad={skip_bad}\n".encode())
+    for pair in source.pairs:
+        fields = [pair.id, pair.part]
+        for path in (pair.image, pair.mask):
+            stat = path.stat()
+            fields += [path.relative_to(source.root).as_posix(), str(stat.st_size), str(stat.st_mtime_ns)]
+        digest.update(("\t".join(fields) + "\n").encode())
+    for problem in source.problems:  # skipped pairs change what the cache holds
+        digest.update(f"skipped\t{problem.id}\t{problem.path}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(source: DataSource, size: int, *, skip_bad: bool = False) -> str:
+    return f"{source.dataset}-{size}px-{RESIZE_TAG}-{file_list_fingerprint(source, skip_bad=skip_bad)[:16]}"
+
+
+def synthetic_cache_key(spec: SyntheticSpec, size: int) -> str:
+    return f"synthetic-{size}px-n{spec.count}-seed{spec.seed}-v{GENERATOR_VERSION}"
+
+
+# --- building -------------------------------------------------------------------------
+
+
+def default_progress(total: int, description: str) -> Callable[[Iterable], Iterable]:
+    """A tqdm bar on stderr when it is a terminal, silence otherwise (logs, CI)."""
+
+    def wrap(iterable: Iterable) -> Iterable:
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=description, unit="img", disable=not sys.stderr.isatty())
+
+    return wrap
+
+
+def _partial_folder(final: Path) -> Path:
+    # Hidden and unmistakably unfinished; unique so two builders never share one.
+    name = f".{final.name}.partial-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return final.parent / name
+
+
+def _publish(partial: Path, final: Path, meta: dict) -> DatasetCache:
+    """Write meta.json last, then rename the folder into place (atomic on one filesystem)."""
+    meta_path = partial / META_FILE
+    meta_path.write_text(json.dumps(meta, indent=1))
+    try:
+        os.rename(partial, final)
+    except OSError:
+        if not (final / META_FILE).is_file():
+            raise
+        # Another process finished the same cache first: its copy is identical.
+        shutil.rmtree(partial, ignore_errors=True)
+    return open_cache(final)
+
+
+def _build(final: Path, fill: Callable[[Path], dict]) -> DatasetCache:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_folder(final)
+    partial.mkdir()
+    try:
+        meta = fill(partial)
+        return _publish(partial, final, meta)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _base_meta(dataset: str, size: int, ids: Sequence[str]) -> dict:
+    return {
+        "format": CACHE_FORMAT,
+        "dataset": dataset,
+        "title": dataset_info(dataset).title,
+        "size": size,
+        "count": len(ids),
+        "ids": list(ids),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _resized(pair: SamplePair, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    decoded = read_pair(pair.image, pair.mask)
+    image, mask = resize_pair(decoded, size)
+    return image, mask, (decoded.width, decoded.height)
+
+
+def build_cache(
+    source: DataSource,
+    size: int = DEFAULT_SIZE,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> DatasetCache:
+    """The cache of ``source`` at ``size``: reused when it exists, built otherwise.
+
+    ``cache_dir`` overrides the cache root (see ``cache_root``). A bad pair aborts the build
+    with a DataError naming the file and nothing is left behind, unless
+    ``skip_bad``: then the bad pairs are left out and listed in the metadata.
+    """
+    if size < 8:
+        raise DataError(f"cache size must be at least 8 pixels, got {size}")
+    if source.problems and not skip_bad:
+        source.require_clean()
+    final = cache_root(cache_dir) / source.dataset / cache_key(source, size, skip_bad=skip_bad)
+    if (final / META_FILE).is_file():
+        return open_cache(final)
+
+    def fill(partial: Path) -> dict:
+        count = len(source.pairs)
+        images = np.lib.format.open_memmap(partial / IMAGES_FILE, "w+", np.uint8, (count, size, size, 3))
+        masks = np.lib.format.open_memmap(partial / MASKS_FILE, "w+", np.uint8, (count, size, size))
+        kept: list[SamplePair] = []
+        original_sizes: list[tuple[int, int]] = []
+        skipped: list[BadPair] = list(source.problems)
+        wrap = progress or default_progress(count, f"caching {source.dataset} at {size}px")
+        results = map_pairs(source.pairs, lambda p: _resized(p, size), workers)
+        try:
+            for pair, result, bad in wrap(results):
+                if bad is not None:
+                    if not skip_bad:
+                        raise DataError(bad.problem)
+                    skipped.append(bad)
+                    continue
+                images[len(kept)], masks[len(kept)], original = result
+                kept.append(pair)
+                original_sizes.append(original)
+        finally:
+            results.close()  # stop the decoding threads before the partial folder is removed
+        if not kept:
+            raise DataError(f"{source.root}: no usable pairs: {problems_message(source.dataset, skipped)}")
+        images.flush()
+        masks.flush()
+        del images, masks
+        if len(kept) < count:  # drop the rows the skipped pairs left unused
+            for name in (IMAGES_FILE, MASKS_FILE):
+                full = np.load(partial / name, mmap_mode="r")
+                np.save(partial / f"{name}.tmp.npy", full[: len(kept)])
+                del full
+                os.replace(partial / f"{name}.tmp.npy", partial / name)
+        meta = _base_meta(source.dataset, size, [pair.id for pair in kept])
+        meta.update(
+            root=str(source.root),
+            layout=source.layout,
+            parts=[pair.part for pair in kept],
+            files=[
+                [pair.image.relative_to(source.root).as_posix(), pair.mask.relative_to(source.root).as_posix()]
+                for pair in kept
+            ],
+            original_sizes=[list(wh) for wh in original_sizes],
+            file_list_sha256=file_list_fingerprint(source, skip_bad=skip_bad),
+            resize=RESIZE_METHOD,
+            skipped=[{"id": b.id, "path": str(b.path), "kind": b.kind, "problem": b.problem} for b in skipped],
+        )
+        return meta
+
+    return _build(final, fill)
+
+
+def build_synthetic_cache(
+    spec: SyntheticSpec = SyntheticSpec(), size: int = DEFAULT_SIZE, *, cache_dir: str | os.PathLike | None = None
+) -> DatasetCache:
+    """The synthetic dataset generated straight at ``size`` (no resizing), cached like a real one."""
+    final = cache_root(cache_dir) / "synthetic" / synthetic_cache_key(spec, size)
+    if (final / META_FILE).is_file():
+        return open_cache(final)
+
+    def fill(partial: Path) -> dict:
+        images, masks = make_synthetic(spec.count, size, spec.seed)
+        np.save(partial / IMAGES_FILE, images)
+        np.save(partial / MASKS_FILE, masks)
+        meta = _base_meta("synthetic", size, synthetic_ids(spec.count))
+        meta.update(
+            synthetic={"count": spec.count, "seed": spec.seed, "generator_version": GENERATOR_VERSION},
+            resize={"image": "generated at size", "mask": "exact lesion shape at pixel centres"},
+            skipped=[],
+        )
+        return meta
+
+    return _build(final, fill)
+
+
+def prepare_cache(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    size: int = DEFAULT_SIZE,
+    synthetic: SyntheticSpec = SyntheticSpec(),
+    include_test: bool = False,
+    skip_bad: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> DatasetCache:
+    """One call from a dataset name to a finished cache; ``synthetic`` is used only for ``synthetic``."""
+    if name == "synthetic":
+        return build_synthetic_cache(synthetic, size, cache_dir=cache_dir)
+    source = get_dataset_source(name, root, include_test=include_test, skip_bad=skip_bad)
+    return build_cache(source, size, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers, progress=progress)
