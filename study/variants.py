@@ -13,13 +13,19 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from study.config import RunConfig, merge
 from study.errors import ConfigError
 from study.models.registry import get_entry, make_config
 
 VARIANTS_DIR = Path(os.environ.get("STUDY_VARIANTS", Path(__file__).resolve().parent.parent / "variants"))
 
 TABLE_KEYS = {"title", "datasets", "external", "reference"}
-ROW_KEYS = {"id", "name", "model", "distill"}
+SECTIONS = ("model", "data", "train", "distill")
+ROW_KEYS = {"id", "name", *SECTIONS}
+BASE_KEYS = {*SECTIONS, "profiles"}
+PROFILES = ("paper", "smoke")
+# Only runs trained on these get the table's external evaluation (PH2).
+EXTERNAL_FOR = ("isic2017", "isic2018")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,10 @@ class Row:
     model: dict  # resolved model options: base merged with the row's own
     distill: dict = field(default_factory=dict)
     unavailable: str | None = None  # why the row cannot be built yet
+    sections: dict = field(default_factory=dict)  # base merged with the row: model, data, train, distill
+    datasets: tuple[str, ...] = ("isic2017",)
+    external: tuple[str, ...] = ()
+    profiles: dict = field(default_factory=dict)
 
     @property
     def arch(self) -> str:
@@ -45,6 +55,32 @@ class Row:
 
     def build_model(self):
         return get_entry(self.arch).builder(self.model_config())
+
+    def run_config(self, dataset: str | None = None, profile: str = "paper", overrides: dict | None = None) -> RunConfig:
+        """The resolved config of this row trained on ``dataset`` under ``profile``.
+
+        Precedence: base < row < profile < overrides; an explicit ``dataset``
+        beats the profile's (the smoke profile trains on synthetic data).
+        """
+        if self.unavailable:
+            raise ConfigError(f"row {self.id!r} cannot run: {self.unavailable}")
+        if profile not in self.profiles:
+            raise ConfigError(f"profile: unknown {profile!r}; allowed: {', '.join(sorted(self.profiles))}")
+        resolved = merge(self.sections, self.profiles[profile])
+        resolved = merge(resolved, overrides or {})
+        data = resolved.setdefault("data", {})
+        if dataset is not None:
+            data["dataset"] = dataset
+        elif "dataset" not in self.profiles[profile].get("data", {}):
+            data.setdefault("dataset", self.datasets[0])
+        if "external" not in data:
+            data["external"] = list(self.external) if data["dataset"] in EXTERNAL_FOR else []
+        return RunConfig.from_dict(resolved)
+
+    def default_datasets(self, profile: str = "paper") -> tuple[str, ...]:
+        """The datasets a `run` of this row trains on, unless the user names them."""
+        profile_dataset = self.profiles.get(profile, {}).get("data", {}).get("dataset")
+        return (profile_dataset,) if profile_dataset else self.datasets
 
 
 @dataclass(frozen=True)
@@ -78,7 +114,7 @@ def _unknown(where: str, keys, allowed) -> None:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _load_row(path: Path, table_id: str, index: int, raw, base_model: dict) -> Row:
+def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict) -> Row:
     where = f"{path} [[rows]] #{index + 1}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a table of fields")
@@ -87,27 +123,33 @@ def _load_row(path: Path, table_id: str, index: int, raw, base_model: dict) -> R
             raise ConfigError(f"{where}: field '{key}' is required (a non-empty string)")
     where = f"{path} row '{raw['id']}'"
     _unknown(where, raw, ROW_KEYS)
-    own_model = raw.get("model", {})
-    if not isinstance(own_model, dict):
-        raise ConfigError(f"{where}: field 'model' must be a table")
-    model = {**base_model, **own_model}
+    for section in SECTIONS:
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"{where}: field '{section}' must be a table")
+    sections = merge(base["sections"], {k: raw[k] for k in SECTIONS if k in raw})
+    model = sections["model"]
     unavailable = None
     try:
         get_entry(model["arch"])
     except ConfigError:
         unavailable = f"model {model['arch']!r} is not registered yet"
-    else:
-        try:
-            make_config(model["arch"], {k: v for k, v in model.items() if k != "arch"})
+    row = Row(
+        raw["id"], raw["name"], table_id, path, model, dict(raw.get("distill", {})), unavailable,
+        sections=sections,
+        datasets=tuple(meta.get("datasets", ["isic2017"])),
+        external=tuple(meta.get("external", [])),
+        profiles=base["profiles"],
+    )
+    if not unavailable:
+        try:  # validate every field now, so a bad file fails at load with its row named
+            for profile in base["profiles"]:
+                row.run_config(profile=profile)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    distill = raw.get("distill", {})
-    if not isinstance(distill, dict):
-        raise ConfigError(f"{where}: field 'distill' must be a table of loss weights")
-    return Row(raw["id"], raw["name"], table_id, path, model, dict(distill), unavailable)
+    return row
 
 
-def _load_table(path: Path, base_model: dict) -> Table:
+def _load_table(path: Path, base: dict) -> Table:
     data = _read_toml(path)
     table_id = path.stem
     _unknown(str(path), data, {"table", "rows"})
@@ -116,7 +158,7 @@ def _load_table(path: Path, base_model: dict) -> Table:
     rows_raw = data.get("rows")
     if not isinstance(rows_raw, list) or not rows_raw:
         raise ConfigError(f"{path}: expected at least one [[rows]] entry")
-    rows = tuple(_load_row(path, table_id, i, raw, base_model) for i, raw in enumerate(rows_raw))
+    rows = tuple(_load_row(path, table_id, i, raw, base, meta) for i, raw in enumerate(rows_raw))
     seen: set[str] = set()
     for r in rows:
         if r.id in seen:
@@ -136,22 +178,32 @@ def _load_table(path: Path, base_model: dict) -> Table:
     )
 
 
+def _load_base(path: Path) -> dict:
+    raw = _read_toml(path)
+    _unknown(str(path), raw, BASE_KEYS)
+    if "arch" not in raw.get("model", {}):
+        raise ConfigError(f"{path} [model]: field 'arch' is required")
+    sections = {k: raw.get(k, {}) for k in SECTIONS}
+    profiles = {"paper": {}}
+    for name, body in raw.get("profiles", {}).items():
+        _unknown(f"{path} [profiles.{name}]", body, SECTIONS)
+        profiles[name] = body
+    return {"sections": sections, "profiles": profiles}
+
+
 @lru_cache(maxsize=4)
 def load_tables(root: Path = VARIANTS_DIR) -> dict[str, Table]:
     root = Path(root)
     base_path = root / "base.toml"
     if not base_path.is_file():
         raise ConfigError(f"{base_path}: the base protocol file is missing")
-    base = _read_toml(base_path)
-    base_model = base.get("model", {})
-    if "arch" not in base_model:
-        raise ConfigError(f"{base_path} [model]: field 'arch' is required")
+    base = _load_base(base_path)
     tables = {}
     row_owner: dict[str, Path] = {}
     for path in sorted(root.glob("*.toml")):
         if path.name == "base.toml":
             continue
-        table = _load_table(path, base_model)
+        table = _load_table(path, base)
         for r in table.rows:
             if r.id in row_owner:
                 raise ConfigError(f"{path} row '{r.id}': id already used in {row_owner[r.id]}")

@@ -39,3 +39,15 @@ def require_executable(name: str) -> str:
     if path is None:
         _missing(f"{name} is not installed")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Tests never write into the user's preprocessing cache: one cache per session."""
+    previous = os.environ.get("STUDY_CACHE")
+    os.environ["STUDY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("STUDY_CACHE", None)
+    else:
+        os.environ["STUDY_CACHE"] = previous

@@ -17,6 +17,7 @@ from study.errors import StudyError
 # Order is the order shown by --help.
 COMMAND_MODULES = (
     "study.cli.data",
+    "study.cli.train",
     "study.cli.complexity",
     "study.cli.bench",
 )

@@ -1,0 +1,68 @@
+"""`python -m study train`: one run of a variant on a dataset with a seed."""
+
+from __future__ import annotations
+
+
+def add_run_options(p) -> None:
+    """Options shared by `train` and `run`: profile, overrides, store, data roots."""
+    p.add_argument("--profile", default="paper", help="paper (the paper's protocol) or smoke (synthetic, CPU)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a config field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
+    p.add_argument("--root", dest="roots", action="append", default=[], metavar="DATASET=PATH",
+                   help="where a dataset lives, e.g. --root isic2017=/data/ISIC2017 (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+
+
+def parse_roots(items: list[str]) -> dict[str, str]:
+    from study.errors import ConfigError
+
+    roots = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--root {item!r}: expected DATASET=PATH, e.g. isic2017=/data/ISIC2017")
+        name, path = item.split("=", 1)
+        roots[name.strip()] = path
+    return roots
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train and evaluate one run (variant x dataset x seed)",
+                       description="Train one run, checkpointing every epoch; a run whose folder holds a "
+                       "checkpoint resumes from it, a completed run is not redone.")
+    p.add_argument("--variant", required=True, help="row id, e.g. ultralbm, t3-single-direction")
+    p.add_argument("--dataset", default=None, help="isic2017, isic2018, synthetic (default: the profile's / table's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-teacher", action="store_true", help="for a distillation row: train the missing teacher first")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from study.config import parse_overrides
+    from study.store import RESULTS_DIR, Store
+    from study.train.run import train_run
+    from study.variants import find_row
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    row = find_row(args.variant)
+    config = row.run_config(args.dataset, args.profile, parse_overrides(args.overrides))
+    store = Store(args.results or RESULTS_DIR)
+    run_dir = store.run_dir(config.hash, args.seed)
+    print(f"run {run_dir.name}: {row.id} on {config.data.dataset}, seed {args.seed}, profile {args.profile}")
+    print(f"folder {run_dir}")
+    record = train_run(config, args.seed, store, rows=(row.id,), roots=parse_roots(args.roots),
+                       train_teacher=args.train_teacher, log=print)
+    if record["status"] != "completed":
+        print(f"{record['status']}: {record.get('reason')}")
+        return 1
+    t = record["test"]
+    print(f"completed: test IoU {t['iou'] * 100:.2f}  DSC {t['dsc'] * 100:.2f}  "
+          f"(selected epoch {record['selection']['epoch']}, {record['selection']['mode']} selection)")
+    for name, m in record.get("external", {}).items():
+        print(f"  external {name}: IoU {m['iou'] * 100:.2f}  DSC {m['dsc'] * 100:.2f}")
+    print(f"params {record['params']:,}  GMACs {record['gmacs_thop']:.4f}  wall {record['wall_time_s']:.1f} s")
+    return 0

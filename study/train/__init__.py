@@ -1,0 +1,1 @@
+"""Training, evaluation and distillation per the paper's protocol."""

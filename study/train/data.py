@@ -1,0 +1,64 @@
+"""The datasets one run needs: train, the selection split, test, and external sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from study.config import RunConfig
+from study.data import SegmentationDataset, SyntheticSpec, TransformConfig, carve_holdout, ensure_split, prepare_cache
+from study.data.transforms import compute_norm_stats
+
+
+@dataclass
+class RunData:
+    train: SegmentationDataset
+    test: SegmentationDataset
+    selection: SegmentationDataset | None  # what picks the checkpoint (None: the last epoch)
+    selection_split: str | None  # "test" (the paper's code) or "holdout"
+    external: dict[str, SegmentationDataset] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+
+def _cache(name: str, config: RunConfig, roots: dict[str, str]):
+    spec = SyntheticSpec(count=config.data.synthetic_count, seed=config.data.synthetic_seed)
+    return prepare_cache(name, roots.get(name), size=config.data.size, synthetic=spec)
+
+
+def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = None) -> RunData:
+    """Caches, the split (and holdout), and the datasets with their transforms.
+
+    ``roots`` maps dataset names to folders (else each dataset's env/config
+    root is used; a missing one fails with where to download it).
+    """
+    roots = roots or {}
+    d = config.data
+    cache = _cache(d.dataset, config, roots)
+    split, manifest, _ = ensure_split(d.dataset, cache.ids, seed=d.split_seed, train_fraction=d.train_fraction)
+    fit_ids, holdout = split.train, None
+    if config.train.selection == "holdout":
+        holdout = carve_holdout(split.train, fraction=d.holdout_fraction, seed=d.split_seed)
+        fit_ids = holdout.fit
+    transforms = TransformConfig(normalization=d.normalization, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation)
+    norm = compute_norm_stats(cache.images(), cache.indices(fit_ids)) if d.normalization == "official" else None
+    evaluation = transforms.for_evaluation()
+
+    def eval_set(c, ids=None):
+        return SegmentationDataset(c, ids, evaluation, seed=seed, norm_stats=norm)
+
+    train = SegmentationDataset(cache, fit_ids, transforms, seed=seed, norm_stats=norm)
+    test = eval_set(cache, split.test)
+    selection, selection_split = None, None
+    if config.train.selection == "paper":
+        selection, selection_split = test, "test"
+    elif config.train.selection == "holdout":
+        selection, selection_split = eval_set(cache, holdout.holdout), "holdout"
+    external = {name: eval_set(_cache(name, config, roots)) for name in d.external}
+    provenance = {
+        "train": train.describe(),
+        "split": {"manifest": str(manifest), "train": len(split.train), "test": len(split.test),
+                  "seed": split.seed, "method": split.method},
+        "holdout": None if holdout is None else {"fit": len(holdout.fit), "holdout": len(holdout.holdout),
+                                                 "method": holdout.method},
+        "external": {name: ds.describe() for name, ds in external.items()},
+    }
+    return RunData(train, test, selection, selection_split, external, provenance)
