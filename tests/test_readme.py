@@ -1,9 +1,12 @@
 """The README's examples run as written, so the docs cannot rot.
 
 Every fenced block that follows a ``<!-- readme-test -->`` marker is run line
-by line from the repository root; each command must exit 0.
+by line from the repository root, in order; each command must exit 0. The
+results store is a temporary folder shared by all of them (so "run, status,
+run again" works as documented) and never the repository's own results/.
 """
 
+import os
 import re
 import shlex
 import subprocess
@@ -28,10 +31,16 @@ def test_readme_has_tested_examples():
     assert _commands(), "README.md has no <!-- readme-test --> block"
 
 
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("readme-results")
+
+
 @pytest.mark.parametrize("command", _commands())
-def test_readme_command(command):
+def test_readme_command(command, results_dir):
     argv = shlex.split(command)
     if argv[0] == "python":
         argv[0] = sys.executable  # the interpreter running the tests
-    out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "STUDY_RESULTS": str(results_dir)}
+    out = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"

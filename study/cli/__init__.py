@@ -16,8 +16,12 @@ from study.errors import StudyError
 
 # Order is the order shown by --help.
 COMMAND_MODULES = (
+    "study.cli.run",
+    "study.cli.status",
+    "study.cli.variants",
     "study.cli.data",
     "study.cli.train",
+    "study.cli.report",
     "study.cli.complexity",
     "study.cli.bench",
 )
@@ -54,3 +58,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0

@@ -36,6 +36,7 @@ def register_model(name: str, config: type):
 
 def _load_all() -> None:
     # Importing the model modules registers them.
+    import study.models.baselines  # noqa: F401
     import study.models.ultralbm  # noqa: F401
 
 

@@ -183,11 +183,13 @@ def train_run(
     device: str | None = None,
     stop_after_epochs: int | None = None,
     log=None,
+    launcher_info: dict | None = None,
 ) -> dict:
     """Train (or resume, or skip if completed) one run; returns its record.
 
     ``stop_after_epochs`` stops cleanly after that many epochs in this call,
     leaving a resumable run (used by the resume tests and a time-limited job).
+    ``launcher_info`` is stored in the record (a SLURM job's id and log paths).
     """
     run_dir = store.run_dir(config.hash, seed)
     existing = read_record(run_dir)
@@ -196,12 +198,24 @@ def train_run(
     lock = RunLock(run_dir)
     if not lock.acquire():
         raise RunBusy(f"run {run_dir.name} is being trained by {lock.holder()}")
+    existing = read_record(run_dir)  # again, under the lock: another process may have just finished it
+    if existing and existing.get("status") == "completed":
+        lock.release()
+        return existing
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ctx = RunContext(config, seed, store, run_dir, sys.stderr.isatty() if progress is None else progress, log)
     record = _base_record(ctx, rows + tuple((existing or {}).get("rows", ())))
     if existing:
         record["requeues"] = existing.get("requeues", 0) + (1 if existing.get("status") in ("running", "interrupted") else 0)
         record["previous_status"] = existing.get("status")
+        for key in ("attempts", "launcher"):
+            if key in existing:
+                record[key] = existing[key]
+    if launcher_info:  # e.g. SLURM job id, array task, log paths: shown by `study status`
+        record["launcher"] = launcher_info
+    # One entry per process that started (or resumed) this run: "exactly once" is checkable.
+    record.setdefault("attempts", []).append(
+        {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     atomic_write_json(run_dir / "config.json", config.to_dict())
     previous_term = None
     try:

@@ -1,0 +1,96 @@
+"""`python -m study run`: tables or rows x datasets x seeds, through a launcher."""
+
+from __future__ import annotations
+
+from study.cli.train import add_run_options, parse_roots
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run tables or rows over datasets and seeds (skips completed runs)",
+                       description="Expand rows x datasets x seeds, skip runs completed in the store, rerun "
+                       "failed or interrupted ones, and hand the rest to a launcher. Teachers run before students.")
+    p.add_argument("names", nargs="+", metavar="TABLE|ROW", help="table ids (table3) or row ids (t3-ours)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3, as the paper)")
+    p.add_argument("--seed-list", default=None, help="explicit seeds, e.g. 0,4,7 (overrides --seeds)")
+    p.add_argument("--datasets", default=None, help="comma-separated datasets (default: the table's / profile's)")
+    p.add_argument("--launcher", default="local", help="local (default) or slurm")
+    p.add_argument("--jobs", type=int, default=1, help="local: worker processes (cores are divided between them)")
+    p.add_argument("--cluster", default=None, help="slurm: cluster profile name in slurm/")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and an estimate of its cost, run nothing")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def seeds_from(args) -> list[int]:
+    from study.errors import ConfigError
+
+    if args.seed_list:
+        try:
+            return [int(s) for s in args.seed_list.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seed-list {args.seed_list!r}: expected comma-separated integers") from None
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: expected at least 1")
+    return list(range(args.seeds))
+
+
+def check_data_roots(runs, roots: dict[str, str]) -> None:
+    """Fail at once, before anything starts, if a real dataset is not configured."""
+    from study.data import REAL_DATASETS, resolve_root
+
+    needed = sorted({n for r in runs for n in (r.config.data.dataset, *r.config.data.external)})
+    for name in needed:
+        if name in REAL_DATASETS:
+            resolve_root(name, roots.get(name))  # DataError: where to download it, how to point at it
+
+
+def run(args) -> int:
+    from study.config import parse_overrides
+    from study.launch import get_launcher
+    from study.plan import estimate_seconds, expand, make_plan, measured_wall_times, unavailable_rows
+    from study.store import RESULTS_DIR, Store
+
+    store = Store(args.results or RESULTS_DIR)
+    datasets = args.datasets.split(",") if args.datasets else None
+    planned = expand(args.names, seeds_from(args), datasets=datasets, profile=args.profile,
+                     overrides=parse_overrides(args.overrides))
+    for row in unavailable_rows(args.names):
+        print(f"unavailable: {row.id} ({row.name}): {row.unavailable}")
+    plan = make_plan(planned, store)
+    print(f"plan: {len(plan.all)} run(s): {len(plan.todo)} to run, {len(plan.done)} completed (skipped), "
+          f"{len(plan.busy)} running elsewhere; store {store.root}")
+    if args.dry_run:
+        measured = measured_wall_times(store)
+        total = 0.0
+        for r in plan.todo:
+            seconds, how = estimate_seconds(r, measured)
+            total += seconds
+            print(f"  run   {r.run_id}  {r.label}  ~{seconds:.0f} s ({how})")
+        for r in plan.busy:
+            print(f"  busy  {r.run_id}  {r.label}")
+        for r in plan.done:
+            print(f"  skip  {r.run_id}  {r.label}  (completed)")
+        jobs = max(1, args.jobs)
+        print(f"estimated cost: {total / 60:.1f} CPU-minutes of training"
+              + (f", about {total / jobs / 60:.1f} min with {jobs} jobs" if jobs > 1 else "")
+              + " (measured from completed runs of the same config where possible; "
+              "otherwise a rough 2-core CPU figure)")
+        return 0
+    if not plan.todo:
+        print("nothing to do")
+        return 0
+    roots = parse_roots(args.roots)
+    check_data_roots(plan.todo, roots)
+    options = {"jobs": args.jobs, "threads": args.threads} if args.launcher == "local" else {"cluster": args.cluster}
+    launcher = get_launcher(args.launcher, **options)
+    report = launcher.launch(plan.todo, store, roots=roots, log=print)
+    if report.submitted:
+        print(f"submitted {len(report.submitted)} run(s); follow them with `python -m study status`")
+    else:
+        print(f"done: {len(report.completed)} completed, {len(report.failed)} failed, "
+              f"{len(report.busy)} left to another process")
+    for run_id, reason in report.failed.items():
+        print(f"  failed {run_id}: {reason}")
+    if report.interrupted:
+        return 130
+    return 0 if report.ok else 1

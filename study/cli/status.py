@@ -1,0 +1,57 @@
+"""`python -m study status`: what the store holds for each table."""
+
+from __future__ import annotations
+
+STATES = ("completed", "failed", "running", "interrupted", "missing")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="per row and dataset: completed, failed (with reason), running, missing")
+    p.add_argument("tables", nargs="*", metavar="TABLE", help="tables to show (default: all)")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds are expected (default 3)")
+    p.add_argument("--profile", default=None, help="paper or smoke (default: both, where they have runs)")
+    p.add_argument("--results", default=None, help="results store root")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="the overrides the runs were made with (they are part of each run's config)")
+    p.add_argument("--export", default=None, metavar="FILE",
+                   help="also write the index of all runs (.csv or .parquet)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from study.config import parse_overrides
+    from study.errors import ConfigError
+    from study.index import export_index
+    from study.status import table_status
+    from study.store import RESULTS_DIR, Store
+    from study.variants import load_tables
+
+    store = Store(args.results or RESULTS_DIR)
+    tables = load_tables()
+    for name in args.tables:
+        if name not in tables:
+            raise ConfigError(f"unknown table {name!r}; tables: {', '.join(tables)}")
+    profiles = [args.profile] if args.profile else ["paper", "smoke"]
+    seeds = list(range(args.seeds))
+    print(f"store {store.root}")
+    for table in tables.values():
+        if args.tables and table.id not in args.tables:
+            continue
+        for profile in profiles:
+            cells = table_status(table, store, seeds, profile, parse_overrides(args.overrides))
+            if not args.profile and profile != "paper" and not any(
+                    c.counts.get(s) for c in cells for s in STATES[:-1]):
+                continue  # a profile with no runs at all is only shown when asked for
+            total = {s: sum(c.counts.get(s, 0) for c in cells) for s in STATES}
+            summary = ", ".join(f"{total[s]} {s}" for s in STATES if total[s])
+            print(f"\n{table.id} ({profile} profile, seeds 0-{args.seeds - 1}): {summary or 'no rows runnable'}")
+            for c in cells:
+                counts = "  ".join(f"{s} {c.counts[s]}" for s in STATES if c.counts.get(s))
+                jobs = f"  jobs {','.join(c.job_ids)}" if c.job_ids else ""
+                print(f"  {c.row_id:22s} {c.dataset:10s} {counts}{jobs}")
+                for f in c.failures:
+                    print(f"      {f}")
+    if args.export:
+        path = export_index(store, args.export)
+        print(f"\nindex of all runs written to {path}")
+    return 0

@@ -1,0 +1,108 @@
+"""Reading the store back: an index of all runs, and the runs behind each table cell.
+
+A table cell (row x dataset) maps to runs by config hash: the row's resolved
+config under a profile. Nothing is looked up by name, so a run shared by two
+rows (every ablation table's "Ours" row is the same model) serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from study.store import Store
+from study.variants import Row, Table
+
+METRICS = ("iou", "dsc", "accuracy", "sensitivity", "specificity")
+
+
+def _flat(record: dict) -> dict:
+    cfg = record.get("config") or {}
+    out = {
+        "run_id": record.get("run_id"),
+        "config_hash": record.get("config_hash"),
+        "seed": record.get("seed"),
+        "status": record.get("status"),
+        "reason": record.get("reason"),
+        "rows": ",".join(record.get("rows", [])),
+        "arch": (cfg.get("model") or {}).get("arch"),
+        "dataset": (cfg.get("data") or {}).get("dataset"),
+        "epochs": (cfg.get("train") or {}).get("epochs"),
+        "epochs_done": record.get("epochs_done", 0),
+        "params": record.get("params"),
+        "gmacs_thop": record.get("gmacs_thop"),
+        "wall_time_s": record.get("wall_time_s"),
+        "requeues": record.get("requeues", 0),
+        "slurm_job_id": (record.get("launcher") or {}).get("job_id"),
+    }
+    for m in METRICS:
+        out[f"test_{m}"] = (record.get("test") or {}).get(m)
+    for name, metrics in (record.get("external") or {}).items():
+        for m in ("iou", "dsc"):
+            out[f"{name}_{m}"] = metrics.get(m)
+    return out
+
+
+def run_index(store: Store):
+    """One pandas row per stored run (any status)."""
+    import pandas as pd
+
+    columns = list(_flat({}).keys())
+    frame = pd.DataFrame([_flat(r) for r in store.records()])
+    return frame if len(frame) else pd.DataFrame(columns=columns)
+
+
+def export_index(store: Store, path: Path) -> Path:
+    """CSV or parquet (by the file's suffix)."""
+    frame = run_index(store)
+    path = Path(path)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+@dataclass(frozen=True)
+class CellRuns:
+    """The stored runs of one table cell: a row trained on a dataset under a profile."""
+
+    row: Row
+    dataset: str
+    config_hash: str
+    records: tuple[dict, ...]  # every stored record of that hash, any status, by seed
+
+    @property
+    def completed(self) -> tuple[dict, ...]:
+        return tuple(r for r in self.records if r.get("status") == "completed")
+
+    def run_dir(self, store: Store, seed: int) -> Path:
+        return store.run_dir(self.config_hash, seed)
+
+
+def _records_by_hash(store: Store) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in store.records():
+        out.setdefault(r.get("config_hash"), []).append(r)
+    for records in out.values():
+        records.sort(key=lambda r: r.get("seed", 0))
+    return out
+
+
+def table_cells(table: Table, store: Store, profile: str = "paper", datasets=None,
+                overrides: dict | None = None) -> list[CellRuns]:
+    """Every (row, dataset) cell of ``table`` with the stored runs behind it.
+
+    ``overrides`` are the ``--set`` values the runs were made with (they are
+    part of the config, so of the hash). Rows whose model is not registered
+    have no cells.
+    """
+    by_hash = _records_by_hash(store)
+    cells = []
+    for row in table.rows:
+        if row.unavailable:
+            continue
+        for dataset in datasets or row.default_datasets(profile):
+            h = row.run_config(dataset, profile, overrides).hash
+            cells.append(CellRuns(row, dataset, h, tuple(by_hash.get(h, ()))))
+    return cells

@@ -1,0 +1,167 @@
+"""`study run`: expansion, the store, skipping, resuming, concurrency and Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT
+from study.errors import StudyError
+from study.plan import expand, make_plan
+from study.store import Store
+from study.variants import load_tables
+
+# A tiny smoke table: 3 rows, 40 synthetic images, 2 epochs.
+TINY = ["--profile", "smoke", "--set", "data.synthetic_count=40", "--set", "train.epochs=2", "--threads", "1"]
+
+
+def cli(*args, results, wait=True, env=None):
+    argv = [sys.executable, "-m", "study", *args, "--results", str(results)]
+    kwargs = dict(cwd=REPO_ROOT, env={**os.environ, **(env or {})}, text=True,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if not wait:
+        return subprocess.Popen(argv, **kwargs)
+    return subprocess.run(argv, timeout=900, **kwargs)
+
+
+def records(results):
+    runs = results / "runs"
+    return [json.loads((d / "record.json").read_text()) for d in sorted(runs.iterdir())] if runs.is_dir() else []
+
+
+@pytest.mark.parametrize("profile", ["paper", "smoke"])
+def test_every_row_of_every_table_expands(profile):
+    names = list(load_tables())
+    planned = expand(names, [0, 1], profile=profile)
+    runnable_rows = [r for t in load_tables().values() for r in t.rows if not r.unavailable]
+    asked = {row for p in planned for row in p.rows}
+    assert asked == {r.id for r in runnable_rows}
+    assert len({p.key for p in planned}) == len(planned)  # one run per (hash, seed)
+    students = [i for i, p in enumerate(planned) if p.is_student]
+    assert students and min(students) > max(i for i, p in enumerate(planned) if not p.is_student)
+    # Table 1 trains on both ISIC datasets (paper) and evaluates PH2; ablations on ISIC 2017 only.
+    if profile == "paper":
+        t1 = [p for p in planned if "ultralbm" in p.rows]
+        assert sorted(p.config.data.dataset for p in t1) == ["isic2017", "isic2017", "isic2018", "isic2018"]
+        assert all(p.config.data.external == ("ph2",) for p in t1)
+        assert {p.config.data.dataset for p in planned if "t3-unshared" in p.rows} == {"isic2017"}
+    else:
+        assert {p.config.data.dataset for p in planned} == {"synthetic"}
+
+
+def test_shared_rows_are_one_run_and_teachers_are_planned():
+    planned = expand(["table3", "table6", "t7-full"], [0], profile="smoke")
+    ours = [p for p in planned if "t3-ours" in p.rows]
+    assert len(ours) == 1 and set(ours[0].rows) >= {"t3-ours", "t6-shared"}
+    teacher = [p for p in planned if p.teacher_of]
+    assert len(teacher) == 1 and teacher[0].key == ours[0].key  # the teacher is the full smoke model
+
+
+def test_dry_run_prints_the_plan_and_cost(tmp_path):
+    out = cli("run", "table6", "--seeds", "2", "--dry-run", *TINY, results=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "plan: 6 run(s): 6 to run, 0 completed (skipped)" in out.stdout
+    assert "estimated cost" in out.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_skips_completed_and_status_reports(tmp_path):
+    first = cli("run", "table6", "--seeds", "2", *TINY, results=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "done: 6 completed, 0 failed" in first.stdout
+    assert [r["status"] for r in records(tmp_path)] == ["completed"] * 6
+    second = cli("run", "table6", "--seeds", "2", *TINY, results=tmp_path)
+    assert "plan: 6 run(s): 0 to run, 6 completed (skipped)" in second.stdout and "nothing to do" in second.stdout
+    assert all(len(r["attempts"]) == 1 for r in records(tmp_path))
+    status = cli("status", "table6", "--seeds", "2", *TINY[:-2], "--export", str(tmp_path / "i.csv"),
+                 results=tmp_path)
+    assert "table6 (smoke profile, seeds 0-1): 6 completed" in status.stdout
+    import pandas as pd
+
+    index = pd.read_csv(tmp_path / "i.csv")
+    assert len(index) == 6 and set(index["status"]) == {"completed"}
+    assert index["test_dsc"].between(0, 1).all()
+
+
+def test_two_invocations_at_once_run_everything_exactly_once(tmp_path):
+    a = cli("run", "table6", "--seeds", "2", *TINY, results=tmp_path, wait=False)
+    b = cli("run", "table6", "--seeds", "2", *TINY, results=tmp_path, wait=False)
+    outs = [p.communicate(timeout=900) for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, outs
+    recs = records(tmp_path)
+    assert len(recs) == 6
+    assert all(r["status"] == "completed" and len(r["attempts"]) == 1 for r in recs)
+    assert not list((tmp_path / "runs").glob("*/lock"))
+    assert not list((tmp_path / "runs").glob("*/.*.tmp"))
+
+
+def _wait_for_epoch(results, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for m in (results / "runs").glob("*/metrics.csv") if (results / "runs").is_dir() else []:
+            if m.read_text().count("\n") >= 2:
+                return m.parent
+        time.sleep(0.05)
+    raise AssertionError("no epoch finished in time")
+
+
+def test_killed_run_is_resumed_not_restarted(tmp_path):
+    args = ["run", "t6-none", "--seeds", "1", "--profile", "smoke", "--set", "data.synthetic_count=40",
+            "--set", "train.epochs=4", "--threads", "1"]
+    victim = cli(*args, results=tmp_path, wait=False)
+    run_dir = _wait_for_epoch(tmp_path)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert json.loads((run_dir / "record.json").read_text())["status"] == "running"
+    status = cli("status", "table6", "--seeds", "1", *args[4:-2], results=tmp_path)
+    assert "interrupted 1" in status.stdout
+    again = cli(*args, results=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "completed" and record["resumed_from_epoch"] >= 1 and len(record["attempts"]) == 2
+
+
+def test_ctrl_c_leaves_nothing_falsely_completed(tmp_path):
+    args = ["run", "t6-none", "--seeds", "1", "--profile", "smoke", "--set", "data.synthetic_count=40",
+            "--set", "train.epochs=30", "--threads", "1"]
+    proc = cli(*args, results=tmp_path, wait=False)
+    run_dir = _wait_for_epoch(tmp_path)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "interrupted"
+    assert not (run_dir / "lock").exists()
+
+
+def test_unconfigured_real_dataset_fails_at_once(tmp_path):
+    env = {"STUDY_DATA_ISIC2017": "", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    out = cli("run", "t6-none", "--seeds", "1", results=tmp_path, env=env)
+    assert out.returncode == 2
+    assert "no root folder set for isic2017" in out.stderr and "STUDY_DATA_ISIC2017" in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_make_plan_sees_completed_runs(tmp_path):
+    from study.train.run import train_run
+
+    planned = expand(["t6-none"], [0], profile="smoke", overrides={"data": {"synthetic_count": 40},
+                                                                   "train": {"epochs": 1}})
+    store = Store(tmp_path)
+    assert len(make_plan(planned, store).todo) == 1
+    train_run(planned[0].config, 0, store, progress=False)
+    plan = make_plan(planned, store)
+    assert not plan.todo and len(plan.done) == 1
+
+
+def test_bad_names_and_seeds(tmp_path):
+    out = cli("run", "table99", "--dry-run", results=tmp_path)
+    assert out.returncode == 2 and "unknown table or row 'table99'" in out.stderr
+    out = cli("run", "table6", "--seed-list", "0,x", "--dry-run", results=tmp_path)
+    assert out.returncode == 2 and "--seed-list '0,x': expected comma-separated integers" in out.stderr
+    with pytest.raises(StudyError):
+        expand(["t6-none"], [0], profile="fast")
