@@ -165,3 +165,14 @@ def test_bad_names_and_seeds(tmp_path):
     assert out.returncode == 2 and "--seed-list '0,x': expected comma-separated integers" in out.stderr
     with pytest.raises(StudyError):
         expand(["t6-none"], [0], profile="fast")
+
+
+def test_jobs_run_in_worker_processes_with_divided_threads(tmp_path):
+    args = [a for a in TINY if a not in ("--threads", "1")]
+    proc = cli("run", "table6", "--seeds", "1", "--jobs", "2", *args, results=tmp_path, wait=False)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    recs = records(tmp_path)
+    assert len(recs) == 3 and all(r["status"] == "completed" for r in recs)
+    assert all(r["pid"] != proc.pid for r in recs)  # trained in worker processes
+    assert {r["threads"] for r in recs} == {max(1, (os.cpu_count() or 1) // 2)}

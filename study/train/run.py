@@ -285,7 +285,8 @@ def _train(ctx: RunContext, record: dict, roots, train_teacher, device, stop_aft
         wall_before = state.get("wall_time_s", 0.0)
         record["resumed_from_epoch"] = start_epoch
 
-    record.update(device=device, versions=_versions(), git_commit=_git_commit(), selection={
+    record.update(device=device, threads=torch.get_num_threads(), versions=_versions(), git_commit=_git_commit(),
+                  selection={
         "mode": t.selection, "split": data.selection_split})
     atomic_write_json(run_dir / "record.json", record)
 
