@@ -1,0 +1,201 @@
+"""Reproduced vs paper: every cell of the paper beside ours, with the difference and a flag.
+
+A metric cell is flagged when the paper's value lies outside our mean ± 2 std
+(sample std over our seeds); with fewer than two runs there is no std and the
+cell says so. Params are compared at the paper's printed precision, FLOPs
+within the complexity check's relative tolerance, and a documented mismatch
+(``paper/mismatches.toml``) is named as such.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from study.complexity import FLOPS_TOLERANCE
+from study.paper import mismatches, number, paper_table
+from study.report.collect import METRIC_LABELS, Cell, TableData, dataset_label
+from study.report.format import DASH, fixed, latex_escape, markdown_escape, signed
+from study.report.jinja import render
+
+SPREAD = 2.0  # the flag: paper outside our mean ± SPREAD * std
+
+OUTSIDE = "outside ±2 std"
+ONE_RUN = "1 run: no std"
+NO_RUNS = "no runs"
+DIFFERS = "differs"
+DOCUMENTED = "documented mismatch"
+
+
+@dataclass(frozen=True)
+class PaperColumn:
+    our_key: str  # key of our cell, e.g. "isic2017_dsc"
+    paper_key: str  # column of paper/tableN.csv, e.g. "isic2017_dsc" or "dsc"
+    label: str  # "ISIC 2017 DSC (%)"
+    decimals: int
+    quantity: str | None = None  # "params" / "flops" for complexity columns
+
+
+@dataclass(frozen=True)
+class Comparison:
+    table_id: str
+    row_id: str
+    row_name: str
+    column: PaperColumn
+    paper: str  # as printed, with the paper's std where it gives one
+    paper_value: float | None
+    ours: Cell | None
+    diff: float | None  # ours − paper, in printed units
+    flag: str  # "" when consistent
+    note: str = ""
+
+    @property
+    def ours_text(self) -> str:
+        if self.ours is None or self.ours.mean is None:
+            return DASH
+        text = fixed(self.ours.mean, self.column.decimals)
+        if self.column.quantity is None:
+            if self.ours.std is not None:
+                text += f" ± {fixed(self.ours.std, self.column.decimals)}"
+            text += f" (n={self.ours.n})"
+        return text
+
+    @property
+    def diff_text(self) -> str:
+        return DASH if self.diff is None else signed(self.diff, self.column.decimals)
+
+
+def paper_columns(td: TableData) -> list[PaperColumn]:
+    """The paper's columns of this table, mapped to our cells' keys."""
+    rows = paper_table(td.table.id)
+    header = set(next(iter(rows.values()))) if rows else set()
+    out = []
+    for d in (*td.table.datasets, *td.table.external):
+        for m in ("iou", "dsc"):
+            if f"{d}_{m}" in header:
+                out.append(PaperColumn(f"{d}_{m}", f"{d}_{m}", f"{dataset_label(d)} {METRIC_LABELS[m]}", 2))
+            elif m in header and len(td.table.datasets) == 1 and d == td.table.datasets[0]:
+                out.append(PaperColumn(f"{d}_{m}", m, f"{dataset_label(d)} {METRIC_LABELS[m]}", 2))
+    out.append(PaperColumn("params_m", "params_m", "Params (M)", 3, "params"))
+    out.append(PaperColumn("flops_g", "flops_g", "FLOPs (G)", 3, "flops"))
+    return [c for c in out if c.paper_key in header]
+
+
+def _matches_printed(value: float, printed: str) -> bool:
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return round(value, decimals) == round(float(printed), decimals)
+
+
+def _compare_cell(td: TableData, row, col: PaperColumn, printed: dict) -> Comparison:
+    text = printed.get(col.paper_key) or ""
+    paper_value = number(text)
+    if printed.get(f"{col.paper_key}_std"):
+        text = f"{text} ± {printed[f'{col.paper_key}_std']}"
+    cell = row.cells.get(col.our_key)
+    diff = None if cell is None or paper_value is None else cell.mean - paper_value
+    flag, note = "", ""
+    if paper_value is None:
+        flag = ""
+    elif cell is None:
+        flag = NO_RUNS
+    elif col.quantity is None:
+        if cell.std is None:
+            flag = ONE_RUN
+        elif abs(paper_value - cell.mean) > SPREAD * cell.std:
+            flag = OUTSIDE
+    else:
+        ok = (_matches_printed(cell.mean, printed[col.paper_key]) if col.quantity == "params"
+              else abs(cell.mean - paper_value) <= FLOPS_TOLERANCE * paper_value)
+        documented = mismatches().get((row.id, col.quantity))
+        if not ok:
+            flag = DOCUMENTED if documented else DIFFERS
+            note = documented.note if documented else ""
+    return Comparison(td.table.id, row.id, row.name, col, text or DASH, paper_value, cell, diff, flag, note)
+
+
+def compare_table(td: TableData) -> list[Comparison]:
+    """Every cell the paper prints for ``td``'s table, beside ours."""
+    paper = paper_table(td.table.id)
+    columns = paper_columns(td)
+    out = []
+    for row in td.rows:
+        printed = paper.get(row.id)
+        if printed is None:
+            continue
+        out.extend(_compare_cell(td, row, col, printed) for col in columns)
+    return out
+
+
+def _heading(td: TableData) -> str:
+    text = f"Table {td.number}: {td.table.title} (our runs: profile {td.profile}"
+    if td.profile != "paper":
+        text += "; trained on " + ", ".join(dataset_label(d) for d in td.datasets) + ": not comparable"
+    return text + ")"
+
+
+def _counts(items: list[Comparison]) -> str:
+    flagged = sum(c.flag in (OUTSIDE, DIFFERS) for c in items)
+    compared = sum(c.ours is not None and c.paper_value is not None for c in items)
+    return f"{compared} of {len(items)} cells have our runs; {flagged} flagged"
+
+
+LEGEND = (f"Ours: mean ± sample std (ddof = 1) over the runs, n = their number. Diff: ours − paper. "
+          f"Flags: “{OUTSIDE}”: the paper's value lies outside our mean ± 2 std; "
+          f"“{ONE_RUN}”: no std to judge by; "
+          f"“{DIFFERS}”: Params differ at the paper's printed precision, or FLOPs by more than "
+          f"{FLOPS_TOLERANCE:.0%} (thop convention); “{DOCUMENTED}”: a mismatch explained in "
+          f"paper/mismatches.toml; “{NO_RUNS}”: no completed run for the cell.")
+
+
+def _blank_repeats(lines: list[list[str]]) -> None:
+    """Print a row's name on its first line only."""
+    previous = None
+    for line in lines:
+        name, line[0] = line[0], "" if line[0] == previous else line[0]
+        previous = name
+
+
+def render_latex(tables: list[TableData]) -> str:
+    sections = []
+    for td in tables:
+        items = compare_table(td)
+        lines = [[latex_escape(c.row_name), latex_escape(c.column.label), latex_escape(c.paper),
+                  latex_escape(c.ours_text), latex_escape(c.diff_text),
+                  rf"\textbf{{{latex_escape(c.flag)}}}" if c.flag in (OUTSIDE, DIFFERS) else latex_escape(c.flag)]
+                 for c in items]
+        _blank_repeats(lines)
+        sections.append({"heading": latex_escape(_heading(td)), "summary": latex_escape(_counts(items)),
+                         "lines": lines})
+    return render("compare.tex.j2", legend=latex_escape(LEGEND), sections=sections)
+
+
+def render_markdown(tables: list[TableData]) -> str:
+    sections = []
+    for td in tables:
+        items = compare_table(td)
+        lines = [[markdown_escape(c.row_name), c.column.label, c.paper, c.ours_text, c.diff_text,
+                  f"**{c.flag}**" if c.flag in (OUTSIDE, DIFFERS) else c.flag]
+                 for c in items]
+        _blank_repeats(lines)
+        sections.append({"heading": _heading(td), "summary": _counts(items), "lines": lines})
+    return render("compare.md.j2", legend=LEGEND, sections=sections)
+
+
+def render_csv(tables: list[TableData]) -> str:
+    fields = ["table", "profile", "row_id", "name", "column", "paper", "paper_value", "ours_mean", "ours_std",
+              "ours_n", "diff", "flag", "note"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for td in tables:
+        for c in compare_table(td):
+            writer.writerow({
+                "table": c.table_id, "profile": td.profile, "row_id": c.row_id, "name": c.row_name,
+                "column": c.column.our_key, "paper": c.paper, "paper_value": c.paper_value,
+                "ours_mean": "" if c.ours is None else round(c.ours.mean, 6),
+                "ours_std": "" if c.ours is None or c.ours.std is None else round(c.ours.std, 6),
+                "ours_n": 0 if c.ours is None else c.ours.n,
+                "diff": "" if c.diff is None else round(c.diff, 6), "flag": c.flag, "note": c.note,
+            })
+    return buffer.getvalue()

@@ -1,0 +1,111 @@
+"""The whole report on a constructed store: files, figure, comparison, a real pdflatex compile, the CLI."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, require_executable
+from study.report.build import build_report, compile_pdf
+from study.report.collect import collect_table
+from study.report.compare import DIFFERS, NO_RUNS, ONE_RUN, OUTSIDE, compare_table
+from study.report.compare import render_markdown as compare_markdown
+from study.report.synthetic import demo_store, write_run
+from study.store import Store
+from study.variants import load_tables
+
+TABLES = load_tables()
+SELECTED = ["table1", "table3", "table6"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    store = demo_store(root, {t: TABLES[t] for t in SELECTED}, "smoke", images=24)
+    return build_report(store, tables=SELECTED, n_boot=200)
+
+
+def test_files_written_in_the_default_folder(report):
+    names = {p.name for p in report.files}
+    assert report.out_dir.name == "report" and report.out_dir.parent.name.startswith("store")
+    assert {"table1.tex", "table3.tex", "table6.tex", "report.tex", "compare.tex", "compare.md",
+            "audit.tex", "audit.md", "fig2.png", "fig2.pdf", "fig2_paper.png", "fig2_paper.pdf"} <= names
+    assert all(p.is_file() and p.stat().st_size > 0 for p in report.files)
+    text = (report.out_dir / "report.tex").read_text()
+    for t in SELECTED:
+        assert rf"\input{{{t}}}" in text
+    assert r"\input{table2}" not in text
+    assert "Runs that did not complete" in text and "non-finite loss" in text  # the demo's failed run
+
+
+def test_figures_open_as_images(report):
+    for name in ("fig2.png", "fig2_paper.png"):
+        with Image.open(report.out_dir / name) as image:
+            image.verify()
+        with Image.open(report.out_dir / name) as image:
+            assert image.format == "PNG" and image.size[0] > 400
+    for name in ("fig2.pdf", "fig2_paper.pdf"):
+        assert (report.out_dir / name).read_bytes()[:5] == b"%PDF-"
+
+
+def test_report_compiles_with_pdflatex(report):
+    require_executable("pdflatex")
+    pdf = compile_pdf(report.out_dir / "report.tex", timeout=120)
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+    log = (report.out_dir / "report.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log  # nothing runs off the page
+
+
+def test_comparison_flags(tmp_path):
+    store = Store(tmp_path)
+    table = TABLES["table3"]
+    ours = table.row("t3-ours")  # paper: IoU 79.82, DSC 88.78, 0.034 M, 0.060 G
+    for seed, dsc in enumerate((0.8870, 0.8880, 0.8890)):  # 88.80 ± 0.10: 88.78 inside
+        write_run(store, ours, "isic2017", seed, "paper", iou=0.7000 + seed / 1000, dsc=dsc)  # IoU far off
+    write_run(store, table.row("t3-unshared"), "isic2017", 0, "paper", dsc=0.88, params=37_000)
+    td = collect_table(table, store, "paper")
+    cells = {(c.row_id, c.column.our_key): c for c in compare_table(td)}
+    assert cells[("t3-ours", "isic2017_dsc")].flag == ""
+    assert cells[("t3-ours", "isic2017_dsc")].diff == pytest.approx(0.02)
+    assert cells[("t3-ours", "isic2017_iou")].flag == OUTSIDE
+    assert cells[("t3-ours", "params_m")].flag == "" and cells[("t3-ours", "flops_g")].flag == ""
+    assert cells[("t3-unshared", "isic2017_dsc")].flag == ONE_RUN
+    assert cells[("t3-unshared", "params_m")].flag == DIFFERS  # 0.037 vs the paper's 0.043
+    assert cells[("t3-single-direction", "isic2017_dsc")].flag == NO_RUNS
+    md = compare_markdown([td])
+    assert "| DWConv + 2 Bi-Mamba + Identity (Ours) | ISIC 2017 IoU (%) | 79.82 | 70.10 ± 0.10 (n=3) | -9.72 " \
+           f"| **{OUTSIDE}** |" in md
+    assert len(cells) == 8 * 4  # every printed cell of the paper's Table 3
+
+
+def test_partial_and_empty_stores_render(tmp_path):
+    result = build_report(Store(tmp_path / "empty"), tmp_path / "out", ["table6"], fmt="markdown", figure=False,
+                          n_boot=50)
+    assert result.notes and "holds no runs" in result.notes[0]
+    md = (tmp_path / "out" / "table6.md").read_text()
+    assert "| w/o | – | – | – | – |" in md and "No completed run of this table" in md
+    assert "Cannot be judged" in (tmp_path / "out" / "audit.md").read_text()
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "study", "report", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300)
+
+
+def test_cli_prints_the_folder_and_files(tmp_path):
+    store = Store(tmp_path)
+    for seed in (0, 1):
+        write_run(store, TABLES["table6"].row("t6-shared"), None, seed, "smoke", dsc=0.85 + seed / 100)
+    out = _cli("--results", str(tmp_path), "--tables", "6", "--format", "csv", "--no-figure", "--bootstrap", "50")
+    assert out.returncode == 0, out.stderr
+    assert "Table 6: profile smoke, 2 seed(s) per cell" in out.stdout
+    assert "  table6.csv" in out.stdout and out.stdout.rstrip().endswith(f"report folder: {tmp_path / 'report'}")
+    assert (tmp_path / "report" / "table6.csv").read_text().count("\n") == 4
+
+
+def test_cli_unknown_table_is_one_line():
+    out = _cli("--tables", "1,9", "--results", "/nonexistent")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: --tables: unknown table '9'; available: 1, 2, 3, 4, 5, 6, 7"
