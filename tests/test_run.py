@@ -176,3 +176,15 @@ def test_jobs_run_in_worker_processes_with_divided_threads(tmp_path):
     assert len(recs) == 3 and all(r["status"] == "completed" for r in recs)
     assert all(r["pid"] != proc.pid for r in recs)  # trained in worker processes
     assert {r["threads"] for r in recs} == {max(1, (os.cpu_count() or 1) // 2)}
+
+
+def test_every_table1_row_trains_on_smoke(tmp_path):
+    out = cli("run", "table1", "--seeds", "1", "--profile", "smoke", "--set", "data.synthetic_count=24",
+              "--set", "train.epochs=1", results=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "unavailable: mambau-lite" in out.stdout
+    recs = records(tmp_path)
+    runnable = [r for r in load_tables()["table1"].rows if not r.unavailable]
+    assert len(recs) == len(runnable) == 15
+    assert all(r["status"] == "completed" for r in recs)
+    assert {r["config"]["model"]["arch"] for r in recs} == {r.arch for r in runnable}

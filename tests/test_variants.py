@@ -31,10 +31,12 @@ def test_rows_state_only_their_difference():
     assert t5.model_config().kernel_schedule == (3, 3, 5, 5, 3, 3)
 
 
-def test_baselines_are_listed_unavailable_not_errors():
+def test_unregistered_baselines_are_listed_unavailable_not_errors():
     t1 = load_tables()["table1"]
     unavailable = [r.id for r in t1.rows if r.unavailable]
-    assert len(unavailable) == 14
+    # MambaU-Lite's public source is not available to this project (see README).
+    assert unavailable == ["mambau-lite"]
+    assert "not registered" in t1.row("mambau-lite").unavailable
     assert not t1.row("ultralbm").unavailable and not t1.row("ultralbm-t").unavailable
 
 
