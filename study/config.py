@@ -13,6 +13,7 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from study.canonical import coerce_floats
 from study.data.registry import DATASETS as _DATASET_INFO
 from study.data.synthetic import GENERATOR_VERSION as SYNTHETIC_GENERATOR
 from study.data.transforms import NORMALIZATIONS, ROTATIONS
@@ -62,6 +63,7 @@ class DataConfig:
     def __post_init__(self):
         if isinstance(self.external, list):
             object.__setattr__(self, "external", tuple(self.external))
+        coerce_floats(self)
         _choice("data", "dataset", self.dataset, DATASETS)
         _positive("data", "size", self.size)
         if self.size % 32:
@@ -94,6 +96,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.betas, list):
             object.__setattr__(self, "betas", tuple(self.betas))
+        coerce_floats(self)
         for name in ("epochs", "batch_size", "t_max"):
             _positive("train", name, getattr(self, name))
         for name in ("lr", "eps"):
@@ -123,6 +126,7 @@ class DistillConfig:
     teacher: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        coerce_floats(self)
         for f in fields(self):
             if f.name != "teacher":
                 value = getattr(self, f.name)

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "study.cli.data",
     "study.cli.train",
     "study.cli.report",
+    "study.cli.tune",
     "study.cli.complexity",
     "study.cli.bench",
 )

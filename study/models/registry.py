@@ -11,6 +11,7 @@ from typing import Callable
 
 from torch import nn
 
+from study.canonical import coerce_floats
 from study.errors import ConfigError
 
 
@@ -57,12 +58,16 @@ def make_config(arch: str, options: dict | None = None):
     entry = get_entry(arch)
     options = dict(options or {})
     if hasattr(entry.config, "from_dict"):
-        return entry.config.from_dict(options)
+        config = entry.config.from_dict(options)
+        coerce_floats(config)
+        return config
     known = {f.name for f in fields(entry.config)} if is_dataclass(entry.config) else set()
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"model: unknown field(s) {', '.join(unknown)} for {arch!r}; allowed: {', '.join(sorted(known))}")
-    return entry.config(**options)
+    config = entry.config(**options)
+    coerce_floats(config)
+    return config
 
 
 def build_model(arch: str, options: dict | None = None) -> nn.Module:

@@ -49,6 +49,11 @@ class RunBusy(StudyError):
     """Another live process holds this run's lock."""
 
 
+class RunStopped(StudyError):
+    """Raised by an epoch callback to stop a run early (a pruned search trial): recorded
+    as interrupted, so the run stays resumable."""
+
+
 def derive_seed(seed: int, *tags) -> int:
     text = ":".join(str(t) for t in (seed, *tags))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
@@ -90,6 +95,7 @@ class RunContext:
     run_dir: Path
     progress: bool
     log: object = None  # callable(str) for one line per epoch, or None
+    epoch_callback: object = None  # callable(epoch, entry); may raise RunStopped
 
 
 def _loader(dataset, batch_size, shuffle, seed=None) -> DataLoader:
@@ -184,12 +190,15 @@ def train_run(
     stop_after_epochs: int | None = None,
     log=None,
     launcher_info: dict | None = None,
+    epoch_callback=None,
 ) -> dict:
     """Train (or resume, or skip if completed) one run; returns its record.
 
     ``stop_after_epochs`` stops cleanly after that many epochs in this call,
     leaving a resumable run (used by the resume tests and a time-limited job).
     ``launcher_info`` is stored in the record (a SLURM job's id and log paths).
+    ``epoch_callback(epoch, entry)`` sees each epoch's metrics; it may raise
+    ``RunStopped`` (the search's pruner does).
     """
     run_dir = store.run_dir(config.hash, seed)
     existing = read_record(run_dir)
@@ -203,7 +212,8 @@ def train_run(
         lock.release()
         return existing
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = RunContext(config, seed, store, run_dir, sys.stderr.isatty() if progress is None else progress, log)
+    ctx = RunContext(config, seed, store, run_dir, sys.stderr.isatty() if progress is None else progress, log,
+                     epoch_callback)
     record = _base_record(ctx, rows + tuple((existing or {}).get("rows", ())))
     if existing:
         record["requeues"] = existing.get("requeues", 0) + (1 if existing.get("status") in ("running", "interrupted") else 0)
@@ -226,6 +236,10 @@ def train_run(
         return json.loads(json.dumps(record, default=str))  # exactly what record.json holds
     except KeyboardInterrupt:
         record.update(status="interrupted", reason="interrupted (Ctrl-C or SIGTERM); resumes from its last checkpoint")
+        atomic_write_json(run_dir / "record.json", record)
+        raise
+    except RunStopped as exc:
+        record.update(status="interrupted", reason=f"stopped: {exc}")
         atomic_write_json(run_dir / "record.json", record)
         raise
     except Exception as exc:  # recorded, then re-raised for the caller to report
@@ -343,6 +357,8 @@ def _train(ctx: RunContext, record: dict, roots, train_teacher, device, stop_aft
                 f", {data.selection_split} loss {entry['selection_loss']:.4f} DSC {entry['selection_dsc']:.4f}")
             ctx.log(f"{run_dir.name} epoch {epoch + 1}/{t.epochs}: train loss {entry['train_loss']:.4f}{sel} "
                     f"({entry['seconds']:.1f} s)")
+        if ctx.epoch_callback:
+            ctx.epoch_callback(epoch + 1, entry)
 
     if len(history) < t.epochs:  # stopped early on purpose: resumable, not completed
         record.update(status="interrupted", reason=f"stopped after epoch {len(history)} of {t.epochs}")

@@ -1,0 +1,95 @@
+"""`python -m study tune`: the Optuna search over the distillation weights."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("tune", help="Optuna search over the distillation weights")
+    tsub = p.add_subparsers(dest="tune_command", metavar="SUBCOMMAND")
+    d = tsub.add_parser("distill", help="search lambda_s, lambda_a, lambda_g and tau_a (continues an existing study)")
+    d.add_argument("--dataset", default="isic2017")
+    d.add_argument("--trials", type=int, required=True, help="total trials of the study")
+    d.add_argument("--workers", type=int, default=1, help="parallel workers sharing the storage")
+    d.add_argument("--launcher", default="local", help="local (processes) or slurm (array tasks)")
+    d.add_argument("--cluster", default=None, help="slurm: cluster profile in slurm/")
+    d.add_argument("--tune-hard", action="store_true", help="also search lambda_h (default: fixed at 1)")
+    d.add_argument("--seed", type=int, default=0, help="run seed of every trial (paired comparisons)")
+    _common(d)
+    from study.cli.train import add_run_options
+
+    add_run_options(d)
+    d.set_defaults(func=run_distill)
+    s = tsub.add_parser("show", help="best trials, parameter importances; --export NAME writes a variants row")
+    _common(s)
+    s.add_argument("--results", default=None, help="results store root")
+    s.add_argument("--export", default=None, metavar="NAME", help="row id for the best weights")
+    s.add_argument("--variants-file", default=None, help="variants file to append the row to (default: table7)")
+    s.set_defaults(func=run_show)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def _common(p) -> None:
+    p.add_argument("--study-name", default="distill", help="study name (default: distill)")
+    p.add_argument("--storage", default=None,
+                   help="journal file path or RDB URL (default: <results>/tune/<study-name>.journal)")
+
+
+def _spec(args, store):
+    from study.config import parse_overrides
+    from study.tune import TuneSpec, default_storage
+
+    from study.cli.train import parse_roots
+
+    return TuneSpec(
+        dataset=args.dataset, n_trials=args.trials,
+        storage=args.storage or default_storage(store, args.study_name), study_name=args.study_name,
+        store_root=str(store.root), profile=args.profile, overrides=parse_overrides(args.overrides),
+        seed=args.seed, tune_hard=args.tune_hard, roots=parse_roots(args.roots),
+    )
+
+
+def run_distill(args) -> int:
+    from study.errors import ConfigError
+    from study.store import RESULTS_DIR, Store
+    from study.tune import ensure_teacher, load_study, prepare_study, run_local, summary
+
+    if args.trials < 1 or args.workers < 1:
+        raise ConfigError("--trials and --workers must be at least 1")
+    store = Store(args.results or RESULTS_DIR)
+    spec = _spec(args, store)
+    print(f"search: {args.trials} trial(s), {args.workers} worker(s), dataset {args.dataset}, "
+          f"profile {args.profile}; storage {spec.storage}")
+    prepare_study(spec)
+    ensure_teacher(spec)
+    if args.launcher == "slurm":
+        from study.launch.slurm import submit_tune_workers
+
+        jobs = submit_tune_workers(spec, args.workers, args.cluster)
+        print(f"submitted {len(jobs)} worker task(s): {', '.join(jobs)}; `python -m study tune show` follows them")
+        return 0
+    if args.launcher != "local":
+        raise ConfigError(f"--launcher: unknown {args.launcher!r}; allowed: local, slurm")
+    run_local(spec, args.workers)
+    print(summary(load_study(spec, create=False)))
+    return 0
+
+
+def run_show(args) -> int:
+    from pathlib import Path
+
+    from study.store import RESULTS_DIR, Store
+    from study.tune import TuneSpec, default_storage, export_best, load_study, summary
+    from study.variants import VARIANTS_DIR
+
+    store = Store(args.results or RESULTS_DIR)
+    storage = args.storage or default_storage(store, args.study_name)
+    spec = TuneSpec(dataset="", n_trials=0, storage=storage, study_name=args.study_name, store_root=str(store.root))
+    study = load_study(spec, create=False)
+    print(summary(study))
+    print(f"storage: {storage} (opens in optuna-dashboard"
+          + (")" if "://" in storage else f": `optuna-dashboard {storage}`)"))
+    if args.export:
+        path = export_best(study, args.export, Path(args.variants_file or VARIANTS_DIR / "table7.toml"))
+        print(f"exported the best weights as row {args.export!r} in {path}; "
+              f"train it with `python -m study run {args.export} --seeds 3`")
+    return 0
