@@ -19,3 +19,17 @@ def coerce_floats(obj) -> None:
             object.__setattr__(obj, f.name, _as_float(value))
         elif kind.startswith("tuple[float") and isinstance(value, (list, tuple)):
             object.__setattr__(obj, f.name, tuple(_as_float(v) for v in value))
+
+
+def reject_unknown(where: str, keys, allowed) -> None:
+    """One ConfigError naming the unknown field(s) and the allowed ones."""
+    from study.errors import ConfigError
+
+    extra = sorted(set(keys) - set(allowed))
+    if extra:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def check_fields(cls, where: str, options: dict) -> None:
+    """Reject keys that are not fields of the dataclass ``cls``."""
+    reject_unknown(where, options, [f.name for f in fields(cls)])

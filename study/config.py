@@ -13,7 +13,7 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from study.canonical import coerce_floats
+from study.canonical import check_fields, coerce_floats
 from study.data.registry import DATASETS as _DATASET_INFO
 from study.data.synthetic import GENERATOR_VERSION as SYNTHETIC_GENERATOR
 from study.data.transforms import NORMALIZATIONS, ROTATIONS
@@ -22,13 +22,6 @@ from study.models.registry import make_config
 
 DATASETS = tuple(_DATASET_INFO)
 SELECTIONS = ("paper", "last", "holdout")
-
-
-def _check_fields(cls, section: str, options: dict) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"{section}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
 
 
 def _choice(section: str, name: str, value, allowed) -> None:
@@ -178,7 +171,7 @@ class RunConfig:
         built = {}
         for name, klass in sections.items():
             options = dict(resolved.get(name) or {})
-            _check_fields(klass, name, options)
+            check_fields(klass, name, options)
             built[name] = klass(**options)
         return cls(arch, make_config(arch, model), built["data"], built["train"], built["distill"])
 

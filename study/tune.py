@@ -301,7 +301,7 @@ def summary(study, top: int = 5) -> str:
     if not done:
         return "\n".join(lines + ["no completed trial yet"])
     done.sort(key=lambda t: t.value, reverse=True)
-    lines.append(f"best trials (student DSC on the holdout part of the training split):")
+    lines.append("best trials (student DSC on the holdout part of the training split):")
     for t in done[:top]:
         pretty = ", ".join(f"{k} {v:.4g}" for k, v in t.params.items())
         origin = f"  [{t.user_attrs['origin']}]" if t.user_attrs.get("origin") else ""

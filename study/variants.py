@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from study.canonical import reject_unknown as _unknown
 from study.config import RunConfig, merge
 from study.errors import ConfigError
 from study.models.registry import get_entry, make_config
@@ -106,12 +107,6 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-
-
-def _unknown(where: str, keys, allowed) -> None:
-    extra = sorted(set(keys) - set(allowed))
-    if extra:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict) -> Row:

@@ -20,12 +20,13 @@ with probability 0.5, for every sample of the run (MALUNet's bug).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from study.canonical import check_fields
 from study.errors import ConfigError
 
 NORMALIZATIONS = ("official", "unit")
@@ -72,10 +73,7 @@ class TransformConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TransformConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"transforms: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        check_fields(cls, "transforms", values)
         values = dict(values)
         if "rotation_degrees" in values:
             values["rotation_degrees"] = tuple(values["rotation_degrees"])

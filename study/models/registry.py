@@ -6,12 +6,12 @@ names and fields fail with the allowed values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from study.canonical import coerce_floats
+from study.canonical import check_fields, coerce_floats
 from study.errors import ConfigError
 
 
@@ -61,10 +61,7 @@ def make_config(arch: str, options: dict | None = None):
         config = entry.config.from_dict(options)
         coerce_floats(config)
         return config
-    known = {f.name for f in fields(entry.config)} if is_dataclass(entry.config) else set()
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"model: unknown field(s) {', '.join(unknown)} for {arch!r}; allowed: {', '.join(sorted(known))}")
+    check_fields(entry.config, f"model ({arch})", options)
     config = entry.config(**options)
     coerce_floats(config)
     return config

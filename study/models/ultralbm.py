@@ -8,12 +8,13 @@ IV-VI and decoder I-III, in that order in ``stage_blocks`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.canonical import check_fields
 from study.errors import ConfigError
 from study.models.blocks import BRANCH_KINDS, MultiBranchBlock, conv3x3, init_weights
 from study.models.registry import register_model
@@ -55,10 +56,7 @@ class UltraLBMConfig:
 
     @classmethod
     def from_dict(cls, options: dict) -> "UltraLBMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"model: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        check_fields(cls, "model", options)
         return cls(**options)
 
     def _validate(self):
