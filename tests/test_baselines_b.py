@@ -8,10 +8,10 @@ and train through ``forward_logits`` like every other model.
 
 import pytest
 import torch
-import torch.nn.functional as F
+from baseline_checks import BaselineContract
 
-from study.complexity import count_params, macs_thop
-from study.models import build_model, registered_models
+from study.complexity import count_params
+from study.models import build_model
 
 # name: (params, GMACs) of the public implementations in Table 1's configurations.
 TABLE = {
@@ -24,61 +24,29 @@ TABLE = {
     "u_kan": (25_359_265, 6.889),
     "mk_unet": (315_566, 0.328),
 }
-MACS_TOLERANCE = 0.01
 
 
-def test_all_registered():
-    assert set(TABLE) <= set(registered_models())
+class TestContract(BaselineContract):
+    TABLE = TABLE
 
+    def side(self, name):
+        # 32 x 32, the smallest side every one of them takes (U-KAN and MK-UNet reduce by 32).
+        return 32
 
-@pytest.mark.parametrize("name", TABLE)
-def test_params_equal_the_public_implementation(name):
-    assert count_params(build_model(name)) == TABLE[name][0]
-
-
-@pytest.mark.parametrize("name", TABLE)
-def test_thop_macs_within_one_percent(name):
-    torch.manual_seed(0)
-    gmacs = macs_thop(build_model(name)) / 1e9
-    assert gmacs == pytest.approx(TABLE[name][1], rel=MACS_TOLERANCE)
-
-
-@pytest.mark.parametrize("name", TABLE)
-def test_forward_backward_small_input(name):
-    # 32 x 32, the smallest side every one of them takes (U-KAN and MK-UNet reduce by 32).
-    torch.manual_seed(0)
-    model = build_model(name).train()
-    x = torch.randn(2, 3, 32, 32)
-    logits = model.forward_logits(x)
-    assert logits.shape == (2, 1, 32, 32)
-    target = (torch.rand(2, 1, 32, 32) > 0.5).float()
-    F.binary_cross_entropy_with_logits(logits, target).backward()
-    # Only what the release itself never uses may go without a gradient: Rolling-UNet's
-    # Lo2 blocks hold an uncalled LayerNorm, MK-UNet discards its deep-supervision heads.
-    unused = getattr(model, "unused_parameters", ())
-    for pname, p in model.named_parameters():
-        if any(part in pname for part in unused):
-            assert p.grad is None, f"{pname} is listed unused but got a gradient"
-            continue
-        assert p.grad is not None, f"{pname} got no gradient"
-        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
-    model.eval()
-    with torch.no_grad():
-        probs, logits = model(x), model.forward_logits(x)
-    assert probs.shape == (2, 1, 32, 32)
-    assert probs.min() >= 0 and probs.max() <= 1
-    assert torch.allclose(probs, torch.sigmoid(logits))
-
-
-@pytest.mark.parametrize("name", TABLE)
-def test_non_square_input_and_configurable_channels(name):
-    model = build_model(name, {"in_channels": 1, "num_classes": 2}).eval()
-    with torch.no_grad():
-        assert model.forward_logits(torch.randn(1, 1, 32, 64)).shape == (1, 2, 32, 64)
+    def configurable_shape(self, name):
+        return 32, 64  # non-square
 
 
 def test_ultralight_without_bridge_matches_the_release():
     assert count_params(build_model("ultralight_vm_unet", {"bridge": False})) == 32_843
+
+
+def test_ultralight_widths_are_validated():
+    from study.errors import ConfigError
+    from study.models import make_config
+
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        make_config("ultralight_vm_unet", {"widths": [8, 16, 24, 30, 48, 64]})
 
 
 def test_rolling_shift_equals_per_channel_torch_roll():

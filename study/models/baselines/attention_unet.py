@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from study.errors import ConfigError
-from study.models.baselines._blocks_a import double_conv
+from study.models.baselines._blocks import UpConv, as_tuples, check_unet_levels, conv_bn, double_conv
 from study.models.registry import register_model
 
 
@@ -27,17 +26,8 @@ class AttentionUNetConfig:
     num_classes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
-        if len(self.widths) < 2:
-            raise ConfigError(f"widths: expected at least 2 levels, got {self.widths!r}")
-
-
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-        nn.BatchNorm2d(out_channels),
-    ]
+        as_tuples(self, "widths")
+        check_unet_levels(self.widths)
 
 
 class AttentionGate(nn.Module):
@@ -54,17 +44,6 @@ class AttentionGate(nn.Module):
         return x * self.psi(self.relu(self.gate_proj(g) + self.skip_proj(x)))
 
 
-class UpConv(nn.Sequential):
-    """Nearest x2 -> conv3x3 -> BN -> ReLU (an nn.Upsample, which thop counts)."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(
-            nn.Upsample(scale_factor=2),
-            *conv_bn(in_channels, out_channels, 3),
-            nn.ReLU(inplace=True),
-        )
-
-
 class AttentionUNet(nn.Module):
     def __init__(self, config: AttentionUNetConfig = AttentionUNetConfig()):
         super().__init__()
@@ -76,7 +55,7 @@ class AttentionUNet(nn.Module):
         ])
         # Decoder stages, deepest first: up from level i + 1 to level i.
         levels = list(reversed(range(len(w) - 1)))
-        self.ups = nn.ModuleList([UpConv(w[i + 1], w[i]) for i in levels])
+        self.ups = nn.ModuleList([UpConv(w[i + 1], w[i], mode="nearest") for i in levels])
         self.gates = nn.ModuleList([AttentionGate(w[i], w[i], w[i] // 2) for i in levels])
         self.decoder = nn.ModuleList([double_conv(2 * w[i], w[i]) for i in levels])
         self.head = nn.Conv2d(w[0], config.num_classes, 1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_b import as_tuples, conv_bn_relu
+from study.models.baselines._blocks import UpConv, as_tuples, conv_bn_relu
 from study.models.registry import register_model
 
 
@@ -70,13 +70,6 @@ class CMUNeXtBlock(nn.Sequential):
         super().__init__(*layers, *conv_bn_relu(in_channels, out_channels))
 
 
-class UpConv(nn.Sequential):
-    """Bilinear x2 (an nn.Upsample, so thop counts it as for the release) -> conv3x3 -> BN -> ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.Upsample(scale_factor=2, mode="bilinear"), *conv_bn_relu(in_channels, out_channels))
-
-
 class FusionConv(nn.Sequential):
     """Grouped (2 groups: skip, upsampled) conv3x3 -> 1x1 expand to 4x out -> 1x1 to out."""
 
@@ -99,7 +92,7 @@ class CMUNeXt(nn.Module):
             CMUNeXtBlock(cin, cout, depth, k) for cin, cout, depth, k in zip(ins, w, config.depths, config.kernels)
         ])
         # Deepest first: up from w[i+1] to w[i], then fuse with skip i.
-        self.up = nn.ModuleList([UpConv(w[i + 1], w[i]) for i in reversed(range(4))])
+        self.up = nn.ModuleList([UpConv(w[i + 1], w[i], mode="bilinear") for i in reversed(range(4))])
         self.fuse = nn.ModuleList([FusionConv(2 * w[i], w[i]) for i in reversed(range(4))])
         self.head = nn.Conv2d(w[0], config.num_classes, 1)
 

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.errors import ConfigError
-from study.models.baselines._blocks_a import GROUPS, ChannelsFirstLayerNorm, LiteUNet, fan_out_init
+from study.models.baselines._blocks import ChannelsFirstLayerNorm, LiteUNet, as_tuples, check_lite_widths, fan_out_init
 from study.models.registry import register_model
 
 
@@ -35,10 +34,8 @@ class EGEUNetConfig:
     num_classes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
-        if len(self.widths) != 6 or any(c % GROUPS for c in self.widths):
-            raise ConfigError(f"widths: expected 6 multiples of {GROUPS}, got {self.widths!r}")
+        as_tuples(self, "widths")
+        check_lite_widths(self.widths)
 
 
 def resize(x: torch.Tensor, size) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Configuration of Table 1 (the release's config): widths 8, 16, 24, 32, 48, 64,
 split_att 'fc', bridge on. Encoder stages 4-6 are external attention (EA)
 then dilated gated attention (DGA); decoder stages 1-3 are DGA then EA; the
-skips pass through the spatial-then-channel attention bridge (SAB + CAB).
+skips pass through the spatial-then-channel attention bridge (SAB + CAB;
+``SCAttentionBridge`` in ``_blocks``, which UltraLight VM-UNet reuses).
 Reproduces 177,943 parameters and 0.083 GMACs (thop, 1x3x256x256, one
 class). The release's forward ends in a sigmoid: here only ``forward`` does.
 
@@ -21,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.errors import ConfigError
-from study.models.baselines._blocks_a import GROUPS, LiteUNet, fan_out_init
+from study.models.baselines._blocks import GROUPS, LiteUNet, as_tuples, check_lite_widths, fan_out_init
 from study.models.registry import register_model
 
 
@@ -34,10 +34,8 @@ class MALUNetConfig:
     num_classes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
-        if len(self.widths) != 6 or any(c % GROUPS for c in self.widths):
-            raise ConfigError(f"widths: expected 6 multiples of {GROUPS}, got {self.widths!r}")
+        as_tuples(self, "widths")
+        check_lite_widths(self.widths)
 
 
 class SeparableConvGN(nn.Sequential):
@@ -117,52 +115,6 @@ class ExternalAttention(nn.Module):
         return F.gelu(self.norm(self.proj_out(y)) + x)
 
 
-class SpatialAttentionBridge(nn.Module):
-    """One shared 7x7 (dilation 3) conv over [channel mean, channel max] of each skip."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, 7, padding=9, dilation=3)
-
-    def forward(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
-        maps = []
-        for t in skips:
-            pooled = torch.cat([t.mean(1, keepdim=True), t.max(1, keepdim=True).values], 1)
-            maps.append(torch.sigmoid(self.conv(pooled)))
-        return maps
-
-
-class ChannelAttentionBridge(nn.Module):
-    """Global average pools of all skips, concatenated, a shared 1-D conv across
-    them, then one Linear per skip to its channel weights."""
-
-    def __init__(self, skip_channels: tuple[int, ...]):
-        super().__init__()
-        total = sum(skip_channels)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.mix = nn.Conv1d(1, 1, 3, padding=1, bias=False)
-        self.heads = nn.ModuleList([nn.Linear(total, c) for c in skip_channels])
-
-    def forward(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
-        pooled = torch.cat([self.pool(t) for t in skips], 1).flatten(1)  # (B, total)
-        mixed = self.mix(pooled.unsqueeze(1))  # (B, 1, total)
-        return [torch.sigmoid(head(mixed)).transpose(1, 2).unsqueeze(-1) for head in self.heads]
-
-
-class SCAttentionBridge(nn.Module):
-    """s = SAB(t) * t; u = s + t; out = CAB(u) * u + s, for every skip t."""
-
-    def __init__(self, skip_channels: tuple[int, ...]):
-        super().__init__()
-        self.spatial = SpatialAttentionBridge()
-        self.channel = ChannelAttentionBridge(skip_channels)
-
-    def forward(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
-        spatial = [a * t for a, t in zip(self.spatial(skips), skips)]
-        mixed = [s + t for s, t in zip(spatial, skips)]
-        return [a * u + s for a, u, s in zip(self.channel(mixed), mixed, spatial)]
-
-
 class MALUNet(LiteUNet):
     def __init__(self, config: MALUNetConfig = MALUNetConfig()):
         c1, c2, c3, c4, c5, c6 = config.widths
@@ -176,21 +128,13 @@ class MALUNet(LiteUNet):
                 nn.Sequential(DilatedGatedAttention(cin, cout), ExternalAttention(cout))
                 for cin, cout in ((c6, c5), (c5, c4), (c4, c3))
             ],
+            sc_bridge=config.bridge,
         )
         self.config = config
-        self.bridge = SCAttentionBridge((c1, c2, c3, c4, c5)) if config.bridge else None
         self.apply(fan_out_init)
         for module in self.modules():
             if isinstance(module, ExternalAttention):
                 module.tie_memories()
-
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        x, skips = self.encode(x)
-        if self.bridge is not None:
-            skips = self.bridge(skips)
-        for i in range(5):
-            x = self.decode_stage(i, x) + skips[4 - i]
-        return self.head_logits(x)
 
 
 @register_model("malunet", config=MALUNetConfig)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_b import as_tuples
+from study.models.baselines._blocks import as_tuples, conv_bn, upsample2x
 from study.models.registry import register_model
 
 
@@ -130,20 +130,12 @@ class GroupedAttentionGate(nn.Module):
         super().__init__()
         inner = channels // 2
         groups = inner if kernel_size > 1 else 1
-        self.gate = nn.Sequential(
-            nn.Conv2d(channels, inner, kernel_size, padding=kernel_size // 2, groups=groups), nn.BatchNorm2d(inner)
-        )
-        self.skip = nn.Sequential(
-            nn.Conv2d(channels, inner, kernel_size, padding=kernel_size // 2, groups=groups), nn.BatchNorm2d(inner)
-        )
-        self.psi = nn.Sequential(nn.Conv2d(inner, 1, 1), nn.BatchNorm2d(1))
+        self.gate = nn.Sequential(*conv_bn(channels, inner, kernel_size, groups=groups))
+        self.skip = nn.Sequential(*conv_bn(channels, inner, kernel_size, groups=groups))
+        self.psi = nn.Sequential(*conv_bn(inner, 1, 1))
 
     def forward(self, g: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return skip * torch.sigmoid(self.psi(F.relu(self.gate(g) + self.skip(skip))))
-
-
-def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 def init_normal(module: nn.Module) -> None:
@@ -194,7 +186,7 @@ class MKUNet(nn.Module):
         for i, stage in enumerate(self.decoder):
             x = self.channel_attention[i](x) * x
             x = self.spatial_attention(x) * x
-            x = F.relu(upsample2x(stage(x)))
+            x = F.relu(upsample2x(stage(x), align_corners=False))
             if 1 <= i <= 3:
                 aux_inputs.append(x)
             if i < 4:

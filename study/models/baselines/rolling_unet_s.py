@@ -20,13 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_a import double_conv, fan_out_init
-from study.models.baselines._blocks_b import (
+from study.models.baselines._blocks import (
     OverlapPatchEmbed,
     as_tuples,
+    conv_bn_relu,
+    double_conv,
+    fan_out_init,
     narrowing_double_conv,
     to_map,
     to_tokens,
+    upsample2x,
 )
 from study.models.registry import register_model
 
@@ -113,10 +116,6 @@ class Lo2Block(nn.Module):
         return self.drop(self.out(torch.cat([mlp, to_tokens(conv)], dim=2)))
 
 
-def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-
 class RollingUNet(nn.Module):
     # Parameters (name fragments) that ``forward_logits`` never reaches, as in the release.
     unused_parameters = (".unused_norm.",)
@@ -143,7 +142,7 @@ class RollingUNet(nn.Module):
         self.norm_enc = nn.LayerNorm(c4)
         self.norm_mid = nn.LayerNorm(c5)
         self.norm_dec = nn.LayerNorm(c4)
-        self.to_conv = nn.Sequential(nn.Conv2d(c4, c3, 3, padding=1), nn.BatchNorm2d(c3), nn.ReLU())
+        self.to_conv = nn.Sequential(*conv_bn_relu(c4, c3))
         self.decoder = nn.ModuleList([
             narrowing_double_conv(c3, c2),
             narrowing_double_conv(c2, c1),
@@ -162,12 +161,12 @@ class RollingUNet(nn.Module):
         tokens, h, w = self.embed[1](F.max_pool2d(skip4, 2))  # H/16
         x = to_map(self.norm_mid(self.block_mid(tokens, h, w)), h, w)
         tokens, h, w = self.embed[2](x)
-        x = upsample2x(to_map(tokens, h, w)) + skip4  # H/8
+        x = upsample2x(to_map(tokens, h, w), align_corners=False) + skip4  # H/8
         h, w = 2 * h, 2 * w
         x = to_map(self.norm_dec(self.block_dec(to_tokens(x), h, w)), h, w)
-        x = upsample2x(self.to_conv(x)) + skips[2]
-        x = upsample2x(self.decoder[0](x)) + skips[1]
-        x = upsample2x(self.decoder[1](x)) + skips[0]
+        x = upsample2x(self.to_conv(x), align_corners=False) + skips[2]
+        x = upsample2x(self.decoder[0](x), align_corners=False) + skips[1]
+        x = upsample2x(self.decoder[1](x), align_corners=False) + skips[0]
         return self.head(self.decoder[2](x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

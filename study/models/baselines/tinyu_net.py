@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_b import as_tuples
+from study.models.baselines._blocks import as_tuples
 from study.models.registry import register_model
 
 

@@ -31,14 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_a import double_conv, fan_out_init
-from study.models.baselines._blocks_b import (
+from study.models.baselines._blocks import (
     DepthwiseBNReLU,
     OverlapPatchEmbed,
     as_tuples,
+    double_conv,
+    fan_out_init,
     narrowing_double_conv,
     to_map,
     to_tokens,
+    upsample2x,
 )
 from study.models.registry import register_model
 
@@ -152,10 +154,6 @@ class KANBlock(nn.Module):
         return tokens + y
 
 
-def up_relu(x: torch.Tensor) -> torch.Tensor:
-    return F.relu(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-
-
 class UKAN(nn.Module):
     def __init__(self, config: UKANConfig = UKANConfig()):
         super().__init__()
@@ -196,7 +194,7 @@ class UKAN(nn.Module):
         x = skips.pop()
         # Two tokenized decoder stages (H/16, H/8), then three conv stages (H/4, H/2, H).
         for i, stage in enumerate(self.decoder):
-            x = up_relu(stage(x))
+            x = F.relu(upsample2x(stage(x), align_corners=False))
             if skips:
                 x = x + skips.pop()
             if i < 2:

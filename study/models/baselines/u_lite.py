@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from study.errors import ConfigError
+from study.models.baselines._blocks import as_tuples
 from study.models.registry import register_model
 
 
@@ -28,8 +29,7 @@ class ULiteConfig:
     num_classes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
+        as_tuples(self, "widths")
         if len(self.widths) != 6:
             raise ConfigError(f"widths: expected 6 integers (stem + 5 encoder blocks), got {self.widths!r}")
         if self.widths[-1] % 4:

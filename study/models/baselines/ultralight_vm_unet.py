@@ -20,14 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from study.errors import ConfigError
-from study.models.baselines._blocks_a import LiteUNet, fan_out_init
-from study.models.baselines._blocks_b import as_tuples
-# The release's SC_Att_Bridge is MALUNet's, unchanged.
-from study.models.baselines.malunet import SCAttentionBridge
+from study.models.baselines._blocks import LiteUNet, as_tuples, check_lite_widths, fan_out_init
 from study.models.blocks import MAMBA_FWD, MultiBranchBlock
 from study.models.registry import register_model
 
@@ -41,12 +36,7 @@ class UltraLightVMUNetConfig:
 
     def __post_init__(self):
         as_tuples(self, "widths")
-        if len(self.widths) != 6:
-            raise ConfigError(f"widths: expected 6 entries, got {self.widths!r}")
-        if any(c % 4 for c in self.widths):
-            raise ConfigError(
-                f"widths: every width must be divisible by 4 (GroupNorm(4), four chunks), got {self.widths!r}"
-            )
+        check_lite_widths(self.widths)
 
 
 def pvm_layer(in_channels: int, out_channels: int) -> MultiBranchBlock:
@@ -61,18 +51,11 @@ class UltraLightVMUNet(LiteUNet):
             config.in_channels, config.num_classes, c,
             deep_encoder=[pvm_layer(c[2], c[3]), pvm_layer(c[3], c[4]), pvm_layer(c[4], c[5])],
             deep_decoder=[pvm_layer(c[5], c[4]), pvm_layer(c[4], c[3]), pvm_layer(c[3], c[2])],
+            # The release's SC_Att_Bridge is MALUNet's, unchanged.
+            sc_bridge=config.bridge,
         )
         self.config = config
-        self.bridge = SCAttentionBridge(c[:5]) if config.bridge else None
         self.apply(fan_out_init)
-
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        x, skips = self.encode(x)
-        if self.bridge is not None:
-            skips = self.bridge(skips)
-        for i in range(5):
-            x = self.decode_stage(i, x) + skips[4 - i]
-        return self.head_logits(x)
 
 
 @register_model("ultralight_vm_unet", config=UltraLightVMUNetConfig)

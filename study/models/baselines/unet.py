@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_a import double_conv
+from study.models.baselines._blocks import double_conv
 from study.models.registry import register_model
 
 UP_MODES = ("upconv", "upsample")

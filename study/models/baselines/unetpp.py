@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from study.errors import ConfigError
-from study.models.baselines._blocks_a import double_conv
+from study.models.baselines._blocks import as_tuples, check_unet_levels, double_conv
 from study.models.registry import register_model
 
 
@@ -25,10 +24,8 @@ class UNetPPConfig:
     num_classes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
-        if len(self.widths) < 2:
-            raise ConfigError(f"widths: expected at least 2 levels, got {self.widths!r}")
+        as_tuples(self, "widths")
+        check_unet_levels(self.widths)
 
 
 class UNetPlusPlus(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.baselines._blocks_a import fan_out_init
+from study.models.baselines._blocks import OverlapPatchEmbed, as_tuples, fan_out_init, to_map, to_tokens, upsample2x
 from study.models.registry import register_model
 
 
@@ -34,8 +34,7 @@ class UNeXtConfig:
     num_classes: int = 1
 
     def __post_init__(self):
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
+        as_tuples(self, "widths")
         if len(self.widths) != 5:
             raise ConfigError(f"widths: expected 5 integers (3 conv, 2 token stages), got {self.widths!r}")
         if self.shift_size < 1 or self.shift_size % 2 == 0:
@@ -54,14 +53,6 @@ def shift_channel_groups(x: torch.Tensor, dim: int, groups: int) -> torch.Tensor
     chunks = torch.chunk(padded, groups, dim=1)
     shifted = torch.cat([torch.roll(c, s, dim) for c, s in zip(chunks, range(-pad, pad + 1))], 1)
     return shifted[:, :, pad:pad + h, pad:pad + w]
-
-
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(2).transpose(1, 2)
-
-
-def to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
 
 
 class ShiftedMLPBlock(nn.Module):
@@ -85,19 +76,6 @@ class ShiftedMLPBlock(nn.Module):
         return tokens + y
 
 
-class PatchEmbed(nn.Module):
-    """Overlapping 3x3 stride-2 conv to tokens, then LayerNorm."""
-
-    def __init__(self, in_channels: int, dim: int):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, 3, stride=2, padding=1)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        x = self.proj(x)
-        return self.norm(to_tokens(x)), x.shape[2], x.shape[3]
-
-
 class TokenStage(nn.Module):
     """One shifted-MLP block then a LayerNorm, on a map (B, C, H, W) -> same shape."""
 
@@ -119,7 +97,10 @@ class UNeXt(nn.Module):
             nn.Conv2d(cin, cout, 3, padding=1) for cin, cout in ((config.in_channels, c1), (c1, c2), (c2, c3))
         ])
         self.encoder_norms = nn.ModuleList([nn.BatchNorm2d(c) for c in (c1, c2, c3)])
-        self.embeds = nn.ModuleList([PatchEmbed(c3, t1), PatchEmbed(t1, t2)])
+        self.embeds = nn.ModuleList([
+            OverlapPatchEmbed(c3, t1, stride=2, gelu=False),
+            OverlapPatchEmbed(t1, t2, stride=2, gelu=False),
+        ])
         self.token_encoder = nn.ModuleList([TokenStage(t1, config.shift_size), TokenStage(t2, config.shift_size)])
         # Decoder stage k maps to the width of the skip it meets; the last one (at H/2 -> H) keeps c1.
         pairs = ((t2, t1), (t1, c3), (c3, c2), (c2, c1), (c1, c1))
@@ -146,7 +127,7 @@ class UNeXt(nn.Module):
             x = conv(x)
             if i < len(self.decoder_norms):
                 x = self.decoder_norms[i](x)
-            x = F.relu(F.interpolate(x, scale_factor=2, mode="bilinear"))
+            x = F.relu(upsample2x(x, align_corners=False))
             if i < len(skips):
                 x = x + skips[-1 - i]
             if i < len(self.token_decoder):
