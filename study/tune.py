@@ -183,6 +183,8 @@ def _claim(study, spec: TuneSpec):
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("heartbeat", time.time())
+        if os.environ.get("SLURM_JOB_ID"):
+            trial.set_user_attr("slurm_job_id", os.environ["SLURM_JOB_ID"])
         return trial
 
 

@@ -51,3 +51,77 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("STUDY_CACHE", None)
     else:
         os.environ["STUDY_CACHE"] = previous
+
+
+# --- SLURM: the single-node cluster of slurm/local-cluster.sh, once per session ---------------
+
+SLURM_TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "munged", "munge", "unmunge",
+               "runuser")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a daemon that exited but whose parent has not reaped it yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return "\tZ" not in next(line for line in open(f"/proc/{pid}/status") if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return True
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A running single-node SLURM cluster on localhost (2 stand-in GPUs); yields its slurm.conf path.
+
+    Started with ``slurm/local-cluster.sh start`` (state, logs and PID files in a
+    temporary folder; clients find it through SLURM_CONF, set here for the
+    session) and stopped again by PID with ``local-cluster.sh stop``.
+    """
+    import subprocess
+
+    search = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [t for t in SLURM_TOOLS if shutil.which(t, path=search) is None]
+    if missing:
+        _missing(f"the local SLURM cluster needs {', '.join(missing)} "
+                 "(apt-get install --no-install-recommends slurmctld slurmd slurm-client munge)")
+    if os.geteuid() != 0:
+        _missing("the local SLURM cluster needs root (munged runs as the munge user; slurmd launches the jobs)")
+    base = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "PATH": search, "STUDY_SLURM_NO_INSTALL": "1", "STUDY_SLURM_GPUS": "2",
+           "STUDY_SLURM_CTLD_PORT": str(_free_port()), "STUDY_SLURM_SLURMD_PORT": str(_free_port())}
+    script = REPO_ROOT / "slurm" / "local-cluster.sh"
+    started = subprocess.run(["bash", str(script), "start", str(base)], env=env, capture_output=True, text=True,
+                             timeout=180)
+    if started.returncode != 0:
+        subprocess.run(["bash", str(script), "stop", str(base)], env=env, capture_output=True, timeout=120)
+        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((base / "log").glob("*.log")))
+        pytest.fail(f"the local SLURM cluster did not start:\n{started.stdout}{started.stderr}{logs}")
+    previous = {k: os.environ.get(k) for k in ("SLURM_CONF", "PATH")}
+    os.environ["SLURM_CONF"] = str(base / "slurm.conf")
+    os.environ["PATH"] = search
+    pids = {p.stem: int(p.read_text().strip()) for p in base.glob("*.pid") if p.read_text().strip().isdigit()}
+    try:
+        yield base / "slurm.conf"
+    finally:
+        stopped = subprocess.run(["bash", str(script), "stop", str(base)], env=env, capture_output=True,
+                                 text=True, timeout=180)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        assert stopped.returncode == 0, f"local-cluster.sh stop failed:\n{stopped.stdout}{stopped.stderr}"
+        left = {name: pid for name, pid in pids.items() if _running(pid)}
+        assert not left, f"still running after local-cluster.sh stop: {left}"

@@ -113,3 +113,19 @@ def test_sqlite_storage_for_one_worker(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == 1 and study.trials[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_a_tiny_study_through_the_local_slurm_cluster(slurm_cluster, tmp_path):
+    out = cli("tune", "distill", "--trials", "2", "--workers", "2", "--launcher", "slurm", "--cluster", "local",
+              *TINY, results=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted 2 worker task(s)" in out.stdout
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        finished = study_of(tmp_path).get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if len(finished) == 2:
+            break
+        time.sleep(2)
+    study = study_of(tmp_path)
+    assert len(study.trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert all(t.user_attrs.get("slurm_job_id") for t in study.trials)

@@ -17,6 +17,7 @@ from study.errors import StudyError
 # Order is the order shown by --help.
 COMMAND_MODULES = (
     "study.cli.run",
+    "study.cli.sbatch",
     "study.cli.status",
     "study.cli.variants",
     "study.cli.data",

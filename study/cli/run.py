@@ -85,7 +85,9 @@ def run(args) -> int:
     launcher = get_launcher(args.launcher, **options)
     report = launcher.launch(plan.todo, store, roots=roots, log=print)
     if report.submitted:
-        print(f"submitted {len(report.submitted)} run(s); follow them with `python -m study status`")
+        print(f"submitted {len(report.submitted)} run(s)"
+              + (f", {len(report.busy)} still queued from before" if report.busy else "")
+              + "; follow them with `python -m study status`")
     else:
         print(f"done: {len(report.completed)} completed, {len(report.failed)} failed, "
               f"{len(report.busy)} left to another process")

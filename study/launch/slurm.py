@@ -53,7 +53,7 @@ import submitit.helpers
 from study.errors import ConfigError, StudyError
 from study.launch.core import LaunchReport
 from study.plan import PlannedRun
-from study.store import Store, atomic_write_bytes, atomic_write_json
+from study.store import Store, atomic_write_bytes, atomic_write_json, read_record
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds study/, variants/, paper/, slurm/
 PROFILES_DIR = Path(os.environ.get("STUDY_SLURM_PROFILES", SOURCE_ROOT / "slurm"))
@@ -330,6 +330,7 @@ def _slurm_env_info() -> dict:
         "array_task_id": int(array_task) if array_task else None,
         "restart_count": int(env.get("SLURM_RESTART_COUNT") or 0),
         "node": env.get("SLURMD_NODENAME"),
+        "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),  # the GPUs SLURM gave the job
         "cluster": env.get("SLURM_CLUSTER_NAME"),
     }
 
@@ -488,12 +489,15 @@ class SlurmLauncher:
             return report
         _require("sbatch")
         p = self.profile
-        queued = queued_runs(store, [r.run_id for r in runs])
+        teachers_of = {t for t in map(teacher_run_id, runs) if t}  # a teacher may be queued from before
+        queued = queued_runs(store, {r.run_id for r in runs} | teachers_of)
         for run in runs:
             if run.run_id in queued:
                 report.busy.append(run.run_id)
                 log(f"  queued  {run.run_id} {run.label}: still in the queue as job {queued[run.run_id]}")
-        todo = [r for r in runs if r.run_id not in queued]
+        # A job that left the queue between the plan and squeue has written its record by now.
+        todo = [r for r in runs if r.run_id not in queued
+                and (read_record(store.run_dir(*r.key)) or {}).get("status") != "completed"]
         if not todo:
             return report
 
@@ -550,9 +554,10 @@ def _script_text(profile: ClusterProfile, *, name: str, command: str, specs: lis
                  runs_file: Path, log_dir: Path, snapshot: Snapshot, python: str, store_root: Path,
                  students: bool) -> str:
     n = len(specs)
+    after = " (students: submit after their teachers, see submit.sh)" if students else ""
     lines = ["#!/bin/bash",
              f"# Written by `{command}`.",
-             f"# {n} run(s), one per array task{' (students: submit after their teachers, see submit.sh)' if students else ''}.",
+             f"# {n} run(s), one per array task{after}.",
              "# Each task trains one run into the store, or resumes it from its last checkpoint",
              f"# ({store_root}/runs/<config hash>-s<seed>/checkpoints/last.pt); a completed run is not redone.",
              f"# Runs: {runs_file}",
@@ -690,3 +695,35 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- search workers
+
+
+def _tune_worker(spec, threads: int) -> int:
+    """Inside a job: one search worker (it claims trials until the study has them all)."""
+    from study.tune import run_worker
+
+    return run_worker(spec, threads, log=lambda m: print(m, flush=True))
+
+
+def submit_tune_workers(spec, workers: int, cluster: str | None = None, log=print) -> list[str]:
+    """Submit ``workers`` search workers as one array sharing the study's storage; returns their job ids.
+
+    Workers claim trials from the storage, so a requeued or extra worker never
+    runs a trial twice; the storage must be on a file system the nodes share
+    (or an RDB URL they reach).
+    """
+    _require("sbatch")
+    launcher = SlurmLauncher(cluster)
+    p = launcher.profile
+    store = Store(spec.store_root)
+    snapshot = make_snapshot(store.root / "snapshots") if p.snapshot else live_code()
+    folder = store.root / "slurm" / "logs" / f"tune-{spec.study_name}-{time.strftime('%Y%m%d-%H%M%S')}" / "%j"
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=p.max_requeues)
+    executor.update_parameters(**launcher.executor_parameters(snapshot, job_name=f"study-tune-{spec.study_name}"))
+    with executor.batch():
+        jobs = [executor.submit(_tune_worker, spec, p.cpus_per_task) for _ in range(workers)]
+    ids = [str(j.job_id) for j in jobs]
+    log(f"SLURM: {workers} search worker(s) on cluster profile {p.name}, logs {folder.parent}")
+    return ids
