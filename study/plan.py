@@ -93,22 +93,11 @@ def make_plan(planned: list[PlannedRun], store: Store) -> Plan:
         if record and record.get("status") == "completed":
             done.append(run)
             continue
-        holder = RunLock(run_dir).holder()
-        if holder and record and record.get("status") == "running" and _alive(holder):
+        if record and record.get("status") == "running" and RunLock(run_dir).held_by_live_process():
             busy.append(run)
         else:
             todo.append(run)
     return Plan(todo, done, busy)
-
-
-def _alive(holder: dict) -> bool:
-    import socket
-
-    from study.store import _pid_alive
-
-    if holder.get("host") != socket.gethostname():
-        return True  # another host's process: assume it is alive
-    return _pid_alive(int(holder.get("pid", -1)))
 
 
 # Rough CPU cost of one training image-epoch at 64 x 64 on 2 cores for the

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 
 from study.index import table_cells
-from study.store import RunLock, Store, _pid_alive
+from study.store import RunLock, Store
 from study.variants import Table
 
 
@@ -18,12 +17,8 @@ def run_state(record: dict | None, store: Store) -> str:
     status = record.get("status")
     if status != "running":
         return status
-    holder = RunLock(store.run_dir(record["config_hash"], record["seed"])).holder()
-    if holder is None:
-        return "interrupted"
-    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
-        return "interrupted"
-    return "running"
+    lock = RunLock(store.run_dir(record["config_hash"], record["seed"]))
+    return "running" if lock.held_by_live_process() else "interrupted"
 
 
 def stderr_tail(record: dict, lines: int = 8) -> str | None:

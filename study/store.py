@@ -57,14 +57,19 @@ def atomic_torch_save(path: Path, obj) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A live process on this host (a zombie, exited but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "\tZ" not in next(line for line in fh if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return True
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,7 @@ class RunLock:
                 owner = self._owner()
                 if owner is None:  # being written right now, or garbage: look again
                     continue
-                if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+                if not self._alive(owner):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
                 return False
@@ -149,3 +154,14 @@ class RunLock:
 
     def holder(self) -> dict | None:
         return self._owner()
+
+    @staticmethod
+    def _alive(owner: dict) -> bool:
+        # Another host's process cannot be checked from here: taken as alive.
+        if owner.get("host") != socket.gethostname():
+            return True
+        return pid_alive(int(owner.get("pid", -1)))
+
+    def held_by_live_process(self) -> bool:
+        owner = self._owner()
+        return owner is not None and self._alive(owner)

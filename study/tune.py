@@ -29,7 +29,7 @@ from pathlib import Path
 
 from study.config import RunConfig
 from study.errors import ConfigError
-from study.store import Store, _pid_alive
+from study.store import Store, pid_alive
 
 # Search space. lambda_s multiplies the DKD term together with the fixed soft
 # factor (8.0), as in the official release.
@@ -148,7 +148,7 @@ def prepare_study(spec: TuneSpec, log=print):
 def _alive(attrs: dict, grace: float) -> bool:
     host, pid, beat = attrs.get("host"), attrs.get("pid"), attrs.get("heartbeat", 0.0)
     if host == socket.gethostname() and pid is not None:
-        return pid == os.getpid() or _pid_alive(int(pid))
+        return pid == os.getpid() or pid_alive(int(pid))
     return time.time() - float(beat) < grace
 
 

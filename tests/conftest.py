@@ -68,17 +68,9 @@ def _free_port() -> int:
 
 
 def _running(pid: int) -> bool:
-    """Alive and not a zombie (a daemon that exited but whose parent has not reaped it yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return "\tZ" not in next(line for line in open(f"/proc/{pid}/status") if line.startswith("State:"))
-    except (OSError, StopIteration):
-        return True
+    from study.store import pid_alive
+
+    return pid_alive(pid)
 
 
 @pytest.fixture(scope="session")

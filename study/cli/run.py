@@ -44,13 +44,11 @@ def check_data_roots(runs, roots: dict[str, str]) -> None:
             resolve_root(name, roots.get(name))  # DataError: where to download it, how to point at it
 
 
-def run(args) -> int:
+def plan_from_args(args, store):
+    """The command's rows x datasets x seeds, checked against the store; prints what it found."""
     from study.config import parse_overrides
-    from study.launch import get_launcher
-    from study.plan import estimate_seconds, expand, make_plan, measured_wall_times, unavailable_rows
-    from study.store import RESULTS_DIR, Store
+    from study.plan import expand, make_plan, unavailable_rows
 
-    store = Store(args.results or RESULTS_DIR)
     datasets = args.datasets.split(",") if args.datasets else None
     planned = expand(args.names, seeds_from(args), datasets=datasets, profile=args.profile,
                      overrides=parse_overrides(args.overrides))
@@ -58,7 +56,17 @@ def run(args) -> int:
         print(f"unavailable: {row.id} ({row.name}): {row.unavailable}")
     plan = make_plan(planned, store)
     print(f"plan: {len(plan.all)} run(s): {len(plan.todo)} to run, {len(plan.done)} completed (skipped), "
-          f"{len(plan.busy)} running elsewhere; store {store.root}")
+          f"{len(plan.busy)} running elsewhere (skipped); store {store.root}")
+    return plan
+
+
+def run(args) -> int:
+    from study.launch import get_launcher
+    from study.plan import estimate_seconds, measured_wall_times
+    from study.store import RESULTS_DIR, Store
+
+    store = Store(args.results or RESULTS_DIR)
+    plan = plan_from_args(args, store)
     if args.dry_run:
         measured = measured_wall_times(store)
         total = 0.0

@@ -30,23 +30,14 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from study.cli.run import check_data_roots, seeds_from
+    from study.cli.run import check_data_roots, plan_from_args
     from study.cli.train import parse_roots
-    from study.config import parse_overrides
     from study.launch.slurm import load_profile, write_sbatch
-    from study.plan import expand, make_plan, unavailable_rows
     from study.store import RESULTS_DIR, Store
 
     profile = load_profile(args.cluster)
     store = Store(Path(args.results or RESULTS_DIR).resolve())
-    datasets = args.datasets.split(",") if args.datasets else None
-    planned = expand(args.names, seeds_from(args), datasets=datasets, profile=args.profile,
-                     overrides=parse_overrides(args.overrides))
-    for row in unavailable_rows(args.names):
-        print(f"unavailable: {row.id} ({row.name}): {row.unavailable}")
-    plan = make_plan(planned, store)
-    print(f"plan: {len(plan.all)} run(s): {len(plan.todo)} to run, {len(plan.done)} completed (skipped), "
-          f"{len(plan.busy)} running elsewhere (skipped); store {store.root}")
+    plan = plan_from_args(args, store)
     if not plan.todo:
         print("nothing to do")
         return 0
