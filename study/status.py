@@ -45,7 +45,9 @@ class CellStatus:
 
 
 def table_status(table: Table, store: Store, seeds: list[int], profile: str = "paper",
-                 overrides: dict | None = None) -> list[CellStatus]:
+                 overrides: dict | None = None, queued: dict[str, str] | None = None) -> list[CellStatus]:
+    """``queued``: run id -> SLURM job id of runs still waiting in a cluster queue."""
+    queued = queued or {}
     out = []
     for cell in table_cells(table, store, profile, overrides=overrides):
         by_seed = {r.get("seed"): r for r in cell.records}
@@ -53,6 +55,10 @@ def table_status(table: Table, store: Store, seeds: list[int], profile: str = "p
         for seed in sorted(set(seeds) | set(by_seed)):
             record = by_seed.get(seed)
             state = run_state(record, store)
+            run_id = f"{cell.config_hash}-s{seed}"
+            if state in ("missing", "interrupted") and run_id in queued:
+                state = "queued"  # submitted, waiting (or requeued) in the cluster's queue
+                st.job_ids.append(queued[run_id])
             if state == "missing" and seed not in seeds:
                 continue
             st.counts[state] = st.counts.get(state, 0) + 1

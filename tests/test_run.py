@@ -188,3 +188,14 @@ def test_every_table1_row_trains_on_smoke(tmp_path):
     assert len(recs) == len(runnable) == 15
     assert all(r["status"] == "completed" for r in recs)
     assert {r["config"]["model"]["arch"] for r in recs} == {r.arch for r in runnable}
+
+
+def test_status_shows_runs_waiting_in_a_cluster_queue(tmp_path):
+    from study.status import table_status
+
+    table = load_tables()["table6"]
+    run_id = f"{table.row('t6-none').run_config(profile='smoke').hash}-s0"
+    cells = table_status(table, Store(tmp_path), [0], "smoke", queued={run_id: "12_0"})
+    by_row = {c.row_id: c for c in cells}
+    assert by_row["t6-none"].counts == {"queued": 1} and by_row["t6-none"].job_ids == ["12_0"]
+    assert by_row["t6-shared"].counts == {"missing": 1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-STATES = ("completed", "failed", "running", "interrupted", "missing")
+STATES = ("completed", "failed", "running", "queued", "interrupted", "missing")
 
 
 def register(sub) -> None:
@@ -32,13 +32,18 @@ def run(args) -> int:
         if name not in tables:
             raise ConfigError(f"unknown table {name!r}; tables: {', '.join(tables)}")
     profiles = [args.profile] if args.profile else ["paper", "smoke"]
+    queued = {}
+    if (store.root / "slurm" / "jobs").is_dir():  # something was submitted to SLURM from this store
+        from study.launch.slurm import queued_runs
+
+        queued = queued_runs(store)
     seeds = list(range(args.seeds))
     print(f"store {store.root}")
     for table in tables.values():
         if args.tables and table.id not in args.tables:
             continue
         for profile in profiles:
-            cells = table_status(table, store, seeds, profile, parse_overrides(args.overrides))
+            cells = table_status(table, store, seeds, profile, parse_overrides(args.overrides), queued)
             if not args.profile and profile != "paper" and not any(
                     c.counts.get(s) for c in cells for s in STATES[:-1]):
                 continue  # a profile with no runs at all is only shown when asked for
