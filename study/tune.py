@@ -357,3 +357,15 @@ def export_best(study, name: str, variants_file: Path) -> Path:
         raise
     load_tables.cache_clear()
     return variants_file
+
+
+def same_config_rows(name: str, variants_dir: Path, profile: str) -> list[str]:
+    """Rows that resolve to the same config as row ``name`` (they share its runs)."""
+    from study.variants import load_tables
+
+    load_tables.cache_clear()
+    tables = load_tables(variants_dir)
+    rows = [r for t in tables.values() for r in t.rows if not r.unavailable]
+    target = next(r for r in rows if r.id == name)
+    digest = target.run_config(profile=profile).hash
+    return [r.id for r in rows if r.id != name and r.run_config(profile=profile).hash == digest]

@@ -109,3 +109,19 @@ def test_cli_unknown_table_is_one_line():
     out = _cli("--tables", "1,9", "--results", "/nonexistent")
     assert out.returncode == 2
     assert out.stderr.strip() == "error: --tables: unknown table '9'; available: 1, 2, 3, 4, 5, 6, 7"
+
+
+def test_seeds_option_keeps_tables_and_audit_on_the_same_runs(tmp_path):
+    store = Store(tmp_path)
+    t6 = load_tables()["table6"]
+    for seed in range(4):
+        for row in t6.rows:
+            write_run(store, row, None, seed, "smoke", iou=0.7 + 0.01 * seed, dsc=0.8 + 0.01 * seed)
+    all_seeds = build_report(store, tmp_path / "all", ["table6"], profile="smoke", figure=False, n_boot=50)
+    three = build_report(store, tmp_path / "three", ["table6"], profile="smoke", figure=False, n_boot=50,
+                         seeds=[0, 1, 2])
+    assert all_seeds.tables[0].typical_n("metric") == 4
+    assert three.tables[0].typical_n("metric") == 3
+    assert "n = 3 seeds" in (tmp_path / "three" / "table6.tex").read_text()
+    report_tex = (tmp_path / "three" / "report.tex").read_text()
+    assert "\\usepackage[T1]{fontenc}" in report_tex and "\\setcounter{table}{5}" in report_tex

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap draws for the audit's intervals (default 2000)")
     p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="only seeds 0..N-1 (default: every stored seed), for tables and audit alike")
     p.set_defaults(func=run)
 
 
@@ -36,7 +38,8 @@ def run(args) -> int:
     tables = parse_tables(args.tables, variants)
     store = Store(args.results or RESULTS_DIR)
     result = build_report(store, args.out, tables, profile=args.profile, fmt=args.fmt, figure=args.figure,
-                          audit=args.audit, n_boot=args.bootstrap or N_BOOT, pdf=args.pdf, variants=variants)
+                          audit=args.audit, n_boot=args.bootstrap or N_BOOT, pdf=args.pdf, variants=variants,
+                          seeds=None if args.seeds is None else list(range(args.seeds)))
     for note in result.notes:
         print(f"note: {note}")
     for td in result.tables:

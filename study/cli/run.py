@@ -56,7 +56,7 @@ def plan_from_args(args, store):
         print(f"unavailable: {row.id} ({row.name}): {row.unavailable}")
     plan = make_plan(planned, store)
     print(f"plan: {len(plan.all)} run(s): {len(plan.todo)} to run, {len(plan.done)} completed (skipped), "
-          f"{len(plan.busy)} running elsewhere (skipped); store {store.root}")
+          f"{len(plan.busy)} running or queued elsewhere; store {store.root}")
     return plan
 
 

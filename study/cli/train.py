@@ -42,7 +42,7 @@ def run(args) -> int:
     import torch
 
     from study.config import parse_overrides
-    from study.store import RESULTS_DIR, Store
+    from study.store import RESULTS_DIR, Store, read_record
     from study.train.run import train_run
     from study.variants import find_row
 
@@ -54,6 +54,9 @@ def run(args) -> int:
     run_dir = store.run_dir(config.hash, args.seed)
     print(f"run {run_dir.name}: {row.id} on {config.data.dataset}, seed {args.seed}, profile {args.profile}")
     print(f"folder {run_dir}")
+    before = read_record(run_dir)
+    if before and before.get("status") == "completed":
+        print("already completed in the store: nothing trained (delete the folder to train it again)")
     record = train_run(config, args.seed, store, rows=(row.id,), roots=parse_roots(args.roots),
                        train_teacher=args.train_teacher, log=print)
     if record["status"] != "completed":

@@ -78,7 +78,7 @@ def run_show(args) -> int:
     from pathlib import Path
 
     from study.store import RESULTS_DIR, Store
-    from study.tune import TuneSpec, default_storage, export_best, load_study, summary
+    from study.tune import TuneSpec, default_storage, export_best, load_study, same_config_rows, summary
     from study.variants import VARIANTS_DIR
 
     store = Store(args.results or RESULTS_DIR)
@@ -90,6 +90,13 @@ def run_show(args) -> int:
           + (")" if "://" in storage else f": `optuna-dashboard {storage}`)"))
     if args.export:
         path = export_best(study, args.export, Path(args.variants_file or VARIANTS_DIR / "table7.toml"))
-        print(f"exported the best weights as row {args.export!r} in {path}; "
-              f"train it with `python -m study run {args.export} --seeds 3`")
+        profile = (study.user_attrs.get("spec") or {}).get("profile", "paper")
+        dataset = (study.user_attrs.get("spec") or {}).get("dataset", "isic2017")
+        print(f"exported the best weights as row {args.export!r} in {path}; train it with "
+              f"`python -m study run {args.export} --seeds 3 --profile {profile}"
+              + (f" --datasets {dataset}`" if profile == "paper" else "`"))
+        twins = same_config_rows(args.export, path.parent, profile)
+        if twins:
+            print(f"note: the best weights are those of {', '.join(twins)} (same config): "
+                  "the new row shares their runs")
     return 0

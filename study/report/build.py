@@ -89,8 +89,10 @@ def build_report(
     n_boot: int = audit_mod.N_BOOT,
     pdf: bool = False,
     variants: dict | None = None,
+    seeds: list[int] | None = None,
 ) -> ReportResult:
-    """Render the report of ``store``; ``tables`` are table ids (all by default)."""
+    """Render the report of ``store``; ``tables`` are table ids (all by default);
+    ``seeds`` restricts every table, figure and audit to those seeds' runs."""
     from study.variants import load_tables
 
     if fmt not in FORMATS:
@@ -102,7 +104,7 @@ def build_report(
     unknown = [t for t in ids if t not in variants]
     if unknown:
         raise ConfigError(f"unknown table(s) {', '.join(unknown)}; available: {', '.join(variants)}")
-    store = snapshot(store)
+    store = snapshot(store, seeds)
     out = Path(out_dir) if out_dir is not None else store.root / "report"
     result = ReportResult(out)
     if not any(True for _ in store.records()):

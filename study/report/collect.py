@@ -150,18 +150,25 @@ class TableData:
 
 
 class _Snapshot(Store):
-    """A store whose records are read once: every table looks them up by hash."""
+    """A store whose records are read once: every table looks them up by hash.
 
-    def __init__(self, store: Store):
+    ``seeds`` keeps only those seeds' runs, so the tables and the audit of one
+    report always rest on the same runs.
+    """
+
+    def __init__(self, store: Store, seeds=None):
         super().__init__(store.root)
-        object.__setattr__(self, "_records", list(store.records()))
+        records = [r for r in store.records() if seeds is None or r.get("seed") in set(seeds)]
+        object.__setattr__(self, "_records", records)
 
     def records(self):
         return iter(self._records)
 
 
-def snapshot(store: Store) -> Store:
-    return store if isinstance(store, _Snapshot) else _Snapshot(store)
+def snapshot(store: Store, seeds=None) -> Store:
+    if isinstance(store, _Snapshot) and seeds is None:
+        return store
+    return _Snapshot(store, seeds)
 
 
 def table_number(table_id: str) -> str:
