@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("STUDY_SHARED", REPO_ROOT.parent / "shared"))
 REAL_SAMPLES = SHARED / "data" / "real-samples"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# (dataset, folder under real-samples/, image/mask pairs it holds): see its README.
+REAL_SAMPLE_PAIRS = [("isic2017", "ISIC2017", 60), ("isic2018", "ISIC2018", 12), ("ph2", "PH2", 20)]
 
 
 def _missing(reason: str):
@@ -31,6 +33,13 @@ def real_samples() -> Path:
     if not REAL_SAMPLES.is_dir():
         _missing(f"real samples not found at {REAL_SAMPLES} (set STUDY_SHARED)")
     return REAL_SAMPLES
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A preprocessing cache of this test's own (STUDY_CACHE points at it)."""
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def require_executable(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import REAL_SAMPLE_PAIRS
 from data_samples import isic_ids, make_isic2017, make_ph2, truncate
 
 from study.data.cache import cache_root, open_cache, prepare_cache
@@ -12,16 +13,7 @@ from study.data.synthetic import SyntheticSpec, make_synthetic
 from study.errors import DataError
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-SAMPLES = [("isic2017", "ISIC2017", 60), ("isic2018", "ISIC2018", 12), ("ph2", "PH2", 20)]
-
-
-@pytest.mark.parametrize("dataset, folder, count", SAMPLES)
+@pytest.mark.parametrize("dataset, folder, count", REAL_SAMPLE_PAIRS)
 def test_real_samples_are_cached_with_binary_masks(real_samples, cache_dir, dataset, folder, count):
     cache = prepare_cache(dataset, real_samples / folder, size=64, workers=2)
     assert cache.directory.parent == cache_dir / dataset

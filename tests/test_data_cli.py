@@ -5,26 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REAL_SAMPLE_PAIRS, REPO_ROOT
 from data_samples import isic_ids, make_isic2017, truncate
 
 from study.cli import main
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def _own_cache(cache_dir):
+    """Every CLI test here gets its own cache (conftest's cache_dir)."""
+    return cache_dir
 
 
-SAMPLES = [("isic2017", "ISIC2017", 60), ("isic2018", "ISIC2018", 12), ("ph2", "PH2", 20)]
-
-
-@pytest.mark.parametrize("dataset, folder, pairs", SAMPLES)
+@pytest.mark.parametrize("dataset, folder, pairs", REAL_SAMPLE_PAIRS)
 def test_check_reports_the_pair_count_of_each_sample(real_samples, capsys, dataset, folder, pairs):
     assert main(["data", "check", dataset, "--root", str(real_samples / folder)]) == 0
     out = capsys.readouterr().out
