@@ -35,13 +35,16 @@ class Row:
     name: str
     table: str
     source: Path
-    model: dict  # resolved model options: base merged with the row's own
-    distill: dict = field(default_factory=dict)
     unavailable: str | None = None  # why the row cannot be built yet
     sections: dict = field(default_factory=dict)  # base merged with the row: model, data, train, distill
     datasets: tuple[str, ...] = ("isic2017",)
     external: tuple[str, ...] = ()
     profiles: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> dict:
+        """Resolved model options: the base's merged with the row's own."""
+        return self.sections["model"]
 
     @property
     def arch(self) -> str:
@@ -129,7 +132,7 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
     except ConfigError:
         unavailable = f"model {model['arch']!r} is not registered yet"
     row = Row(
-        raw["id"], raw["name"], table_id, path, model, dict(raw.get("distill", {})), unavailable,
+        raw["id"], raw["name"], table_id, path, unavailable,
         sections=sections,
         datasets=tuple(meta.get("datasets", ["isic2017"])),
         external=tuple(meta.get("external", [])),
