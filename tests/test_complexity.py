@@ -114,4 +114,4 @@ def test_cli_all_lists_every_row_and_checks_table1():
     for table in load_tables().values():
         for row in table.rows:
             assert row.id in out.stdout
-    assert "1 row(s) unavailable (model not registered): mambau-lite" in out.stdout
+    assert "unavailable" not in out.stdout  # every row's model is registered
