@@ -22,6 +22,11 @@ from study.models.registry import make_config
 
 DATASETS = tuple(_DATASET_INFO)
 SELECTIONS = ("paper", "last", "holdout")
+SECTIONS = ("model", "data", "train", "distill")
+DATA_SPLITS = ("random", "release")
+# Fields added after runs were first stored: while at these values they are left out of a
+# config's identity, so every run stored before they existed keeps its hash.
+LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False}
 
 
 def _choice(section: str, name: str, value, allowed) -> None:
@@ -32,6 +37,16 @@ def _choice(section: str, name: str, value, allowed) -> None:
 def _positive(section: str, name: str, value, kind=(int,)) -> None:
     if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
         raise ConfigError(f"{section}.{name}: expected a positive number, got {value!r}")
+
+
+def _number_in(section: str, name: str, value, low, high, open_high: bool = False) -> None:
+    """``low <= value <= high`` (or ``< high``); None for no upper bound."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value >= low
+    if ok and high is not None:
+        ok = value < high if open_high else value <= high
+    if not ok:
+        upper = "" if high is None else (f" and below {high}" if open_high else f" and at most {high}")
+        raise ConfigError(f"{section}.{name}: expected a number of at least {low}{upper}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,11 @@ class DataConfig:
     synthetic_seed: int = 0
     # Part of a run's identity: a new generator makes new runs, never reuses old ones.
     synthetic_generator: int = SYNTHETIC_GENERATOR
+    # "random": the paper's 7:3 split of the pooled images; "release": the release's own
+    # Training / Validation / Test folders (Validation is the test part where Test is absent).
+    split: str = "random"
+    # Leave out (and record) image/mask pairs that do not decode, instead of failing.
+    skip_bad: bool = False
 
     def __post_init__(self):
         if isinstance(self.external, list):
@@ -66,10 +86,17 @@ class DataConfig:
             if not 0 < value < 1:
                 raise ConfigError(f"data.{name}: expected a fraction in (0, 1), got {value!r}")
         _choice("data", "normalization", self.normalization, NORMALIZATIONS)
+        _choice("data", "split", self.split, DATA_SPLITS)
+        if not isinstance(self.skip_bad, bool):
+            raise ConfigError(f"data.skip_bad: expected true or false, got {self.skip_bad!r}")
         _choice("data", "rotation", self.rotation, ROTATIONS)
         for ext in self.external:
             _choice("data", "external", ext, DATASETS)
         _positive("data", "synthetic_count", self.synthetic_count)
+        for name in ("split_seed", "synthetic_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"data.{name}: expected a non-negative integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,12 @@ class TrainConfig:
         for name in ("lr", "eps"):
             _positive("train", name, getattr(self, name), (int, float))
         _choice("train", "selection", self.selection, SELECTIONS)
+        _number_in("train", "weight_decay", self.weight_decay, 0, None)
+        _number_in("train", "eta_min", self.eta_min, 0, self.lr)
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas: expected two numbers, got {list(self.betas)!r}")
+        for i, beta in enumerate(self.betas):
+            _number_in("train", f"betas[{i}]", beta, 0, 1, open_high=True)
 
 
 @dataclass(frozen=True)
@@ -153,9 +186,24 @@ class RunConfig:
             "distill": asdict(self.distill) if self.distill.enabled else None,
         }))
 
+    def identity(self) -> dict:
+        """What the hash covers: ``to_dict()`` less later fields at their old behaviour."""
+        resolved = self.to_dict()
+        for (section, name), value in LATER_FIELDS.items():
+            if resolved[section] is not None and resolved[section].get(name) == value:
+                del resolved[section][name]
+        return resolved
+
     @property
     def hash(self) -> str:
-        return config_hash(self.to_dict())
+        return config_hash(self.identity())
+
+    def build_model(self):
+        """A new model of this config (the one way a run's model is made)."""
+        from study.models import build_model
+
+        options = {k: v for k, v in self.to_dict()["model"].items() if k != "arch"}
+        return build_model(self.arch, options)
 
     def teacher_config(self) -> "RunConfig":
         """The teacher run: the full model, same data and training, no distillation."""
@@ -165,6 +213,13 @@ class RunConfig:
     @classmethod
     def from_dict(cls, resolved: dict) -> "RunConfig":
         """Build and validate from {model: {arch, ...}, data: {...}, train: {...}, distill: {...}}."""
+        unknown = sorted(set(resolved) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
+                              f"sections: {', '.join(SECTIONS)}")
+        for name in SECTIONS:
+            if not isinstance(resolved.get(name) or {}, dict):
+                raise ConfigError(f"config section {name!r}: expected a table of fields")
         model = dict(resolved.get("model") or {})
         arch = model.pop("arch", "ultralbm")
         sections = {"data": DataConfig, "train": TrainConfig, "distill": DistillConfig}

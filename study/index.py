@@ -10,34 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.record import RunRecord
 from study.store import Store
 from study.variants import Row, Table
 
 METRICS = ("iou", "dsc", "accuracy", "sensitivity", "specificity")
 
 
-def _flat(record: dict) -> dict:
-    cfg = record.get("config") or {}
+def _flat(record: RunRecord | None) -> dict:
+    cfg = (record.config if record else None) or {}
     out = {
-        "run_id": record.get("run_id"),
-        "config_hash": record.get("config_hash"),
-        "seed": record.get("seed"),
-        "status": record.get("status"),
-        "reason": record.get("reason"),
-        "rows": ",".join(record.get("rows", [])),
+        "run_id": record.run_id if record else None,
+        "config_hash": record.config_hash if record else None,
+        "seed": record.seed if record else None,
+        "status": record.status.value if record else None,
+        "reason": record.reason if record else None,
+        "rows": ",".join(record.rows) if record else "",
         "arch": (cfg.get("model") or {}).get("arch"),
         "dataset": (cfg.get("data") or {}).get("dataset"),
         "epochs": (cfg.get("train") or {}).get("epochs"),
-        "epochs_done": record.get("epochs_done", 0),
-        "params": record.get("params"),
-        "gmacs_thop": record.get("gmacs_thop"),
-        "wall_time_s": record.get("wall_time_s"),
-        "requeues": record.get("requeues", 0),
-        "slurm_job_id": (record.get("launcher") or {}).get("job_id"),
+        "epochs_done": record.epochs_done if record else 0,
+        "params": record.params if record else None,
+        "gmacs_thop": record.gmacs_thop if record else None,
+        "wall_time_s": record.wall_time_s if record else None,
+        "requeues": record.requeues if record else 0,
+        "slurm_job_id": record.launcher.get("job_id") if record else None,
     }
     for m in METRICS:
-        out[f"test_{m}"] = (record.get("test") or {}).get(m)
-    for name, metrics in (record.get("external") or {}).items():
+        out[f"test_{m}"] = ((record.test if record else None) or {}).get(m)
+    for name, metrics in (record.external if record else {}).items():
         for m in ("iou", "dsc"):
             out[f"{name}_{m}"] = metrics.get(m)
     return out
@@ -47,7 +48,7 @@ def run_index(store: Store):
     """One pandas row per stored run (any status)."""
     import pandas as pd
 
-    columns = list(_flat({}).keys())
+    columns = list(_flat(None).keys())
     frame = pd.DataFrame([_flat(r) for r in store.records()])
     return frame if len(frame) else pd.DataFrame(columns=columns)
 
@@ -70,22 +71,20 @@ class CellRuns:
     row: Row
     dataset: str
     config_hash: str
-    records: tuple[dict, ...]  # every stored record of that hash, any status, by seed
+    records: tuple[RunRecord, ...]  # every stored record of that hash, any status (damaged too), by seed
 
     @property
-    def completed(self) -> tuple[dict, ...]:
-        return tuple(r for r in self.records if r.get("status") == "completed")
-
-    def run_dir(self, store: Store, seed: int) -> Path:
-        return store.run_dir(self.config_hash, seed)
+    def completed(self) -> tuple[RunRecord, ...]:
+        """Completed and verified: a damaged run is never among them."""
+        return tuple(r for r in self.records if r.completed)
 
 
-def _records_by_hash(store: Store) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _records_by_hash(store: Store) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = {}
     for r in store.records():
-        out.setdefault(r.get("config_hash"), []).append(r)
+        out.setdefault(r.config_hash, []).append(r)
     for records in out.values():
-        records.sort(key=lambda r: r.get("seed", 0))
+        records.sort(key=lambda r: r.seed)
     return out
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from study.config import RunConfig
-from study.store import RunLock, Store, read_record
+from study.lease import RunLease
+from study.record import RunKey, Status
+from study.store import Store
 from study.variants import Row, select_rows
 
 
@@ -22,12 +24,12 @@ class PlannedRun:
     teacher_of: list[str] = field(default_factory=list)  # run ids of students needing it
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.config.hash, self.seed
+    def key(self) -> RunKey:
+        return RunKey(self.config.hash, self.seed)
 
     @property
     def run_id(self) -> str:
-        return f"{self.config.hash}-s{self.seed}"
+        return self.key.id
 
     @property
     def label(self) -> str:
@@ -44,6 +46,8 @@ class Plan:
     todo: list[PlannedRun]  # teachers first
     done: list[PlannedRun]  # completed in the store: skipped
     busy: list[PlannedRun]  # held by another live process right now
+    holders: dict[str, str] = field(default_factory=dict)  # run id of a busy run -> who holds it
+    damaged: dict[str, str] = field(default_factory=dict)  # run id -> why (trained again, its files set aside)
 
     @property
     def all(self) -> list[PlannedRun]:
@@ -86,18 +90,21 @@ def unavailable_rows(names: list[str]) -> list[Row]:
 
 
 def make_plan(planned: list[PlannedRun], store: Store) -> Plan:
-    todo, done, busy = [], [], []
+    plan = Plan([], [], [])
     for run in planned:
-        run_dir = store.run_dir(*run.key)
-        record = read_record(run_dir)
-        if record and record.get("status") == "completed":
-            done.append(run)
+        record = store.load(run.key)
+        if record is not None and record.completed:
+            plan.done.append(run)
             continue
-        if record and record.get("status") == "running" and RunLock(run_dir).held_by_live_process():
-            busy.append(run)
-        else:
-            todo.append(run)
-    return Plan(todo, done, busy)
+        holder = RunLease(store.run_dir(run.key)).holder()
+        if holder is not None:
+            plan.busy.append(run)
+            plan.holders[run.run_id] = holder.describe()
+            continue
+        if record is not None and record.status is Status.DAMAGED:
+            plan.damaged[run.run_id] = record.reason or "damaged"
+        plan.todo.append(run)
+    return plan
 
 
 # Rough CPU cost of one training image-epoch at 64 x 64 on 2 cores for the
@@ -107,8 +114,7 @@ _SECONDS_PER_IMAGE_EPOCH_64 = 0.007
 
 def measured_wall_times(store: Store) -> dict[str, float]:
     """Config hash -> wall time of one of its completed runs."""
-    return {r["config_hash"]: float(r.get("wall_time_s") or 0.0)
-            for r in store.records() if r.get("status") == "completed"}
+    return {r.config_hash: float(r.wall_time_s or 0.0) for r in store.records() if r.completed}
 
 
 def estimate_seconds(run: PlannedRun, measured: dict[str, float]) -> tuple[float, str]:

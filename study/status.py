@@ -5,25 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from study.index import table_cells
-from study.store import RunLock, Store
+from study.lease import RunLease
+from study.record import RunKey, RunRecord, Status
+from study.store import Store
 from study.variants import Table
 
+MISSING = "missing"  # not a run status: no record at all
+QUEUED = "queued"  # not a run status: waiting in a cluster's queue
 
-def run_state(record: dict | None, store: Store) -> str:
-    """completed | failed | running | interrupted | missing; a 'running' record whose
-    process is gone (killed, node lost) is interrupted."""
+
+def run_state(record: RunRecord | None, store: Store) -> str:
+    """A status value, or missing; a 'running' record whose lease is dead (its process
+    killed, its node lost) is interrupted."""
     if record is None:
-        return "missing"
-    status = record.get("status")
-    if status != "running":
-        return status
-    lock = RunLock(store.run_dir(record["config_hash"], record["seed"]))
-    return "running" if lock.held_by_live_process() else "interrupted"
+        return MISSING
+    if record.status is not Status.RUNNING:
+        return record.status.value
+    holder = RunLease(store.run_dir(record.key)).holder()
+    return Status.RUNNING.value if holder is not None else Status.INTERRUPTED.value
 
 
-def stderr_tail(record: dict, lines: int = 8) -> str | None:
+def stderr_tail(record: RunRecord, lines: int = 8) -> str | None:
     """The last lines of a cluster job's stderr log, when the launcher recorded its path."""
-    path = (record.get("launcher") or {}).get("stderr_path")
+    path = record.launcher.get("stderr_path")
     if not path:
         return None
     try:
@@ -50,24 +54,24 @@ def table_status(table: Table, store: Store, seeds: list[int], profile: str = "p
     queued = queued or {}
     out = []
     for cell in table_cells(table, store, profile, overrides=overrides):
-        by_seed = {r.get("seed"): r for r in cell.records}
+        by_seed = {r.seed: r for r in cell.records}
         st = CellStatus(cell.row.id, cell.row.name, cell.dataset, cell.config_hash)
         for seed in sorted(set(seeds) | set(by_seed)):
             record = by_seed.get(seed)
             state = run_state(record, store)
-            run_id = f"{cell.config_hash}-s{seed}"
-            if state in ("missing", "interrupted") and run_id in queued:
-                state = "queued"  # submitted, waiting (or requeued) in the cluster's queue
+            run_id = RunKey(cell.config_hash, seed).id
+            if state in (MISSING, Status.INTERRUPTED.value) and run_id in queued:
+                state = QUEUED  # submitted, waiting (or requeued) in the cluster's queue
                 st.job_ids.append(queued[run_id])
-            if state == "missing" and seed not in seeds:
+            if state == MISSING and seed not in seeds:
                 continue
             st.counts[state] = st.counts.get(state, 0) + 1
-            if state == "failed":
-                st.failures.append(f"seed {seed}: {record.get('reason')}")
-                tail = stderr_tail(record)
+            if state in (Status.FAILED.value, Status.DAMAGED.value):
+                st.failures.append(f"seed {seed} {state}: {record.reason}")
+                tail = stderr_tail(record) if state == Status.FAILED.value else None
                 if tail:
                     st.failures.append("    " + tail.strip().replace("\n", "\n    "))
-            job = (record or {}).get("launcher", {}).get("job_id")
+            job = (record.launcher if record else {}).get("job_id")
             if job:
                 st.job_ids.append(str(job))
         out.append(st)

@@ -1,45 +1,80 @@
-"""The results store: one folder per run, named by its config hash and seed.
+"""The results store: one folder per run, named by its key (config hash and seed).
 
     <root>/runs/<config-hash>-s<seed>/
-        record.json          the run record (status, config, metrics, provenance)
-        metrics.csv          per-epoch metrics
+        record.json            the run record (status, config, metrics, integrity digests, provenance)
+        config.json            the resolved config
+        metrics.csv            per-epoch metrics
         per_image_<split>.csv  TP/FP/FN/TN of every evaluated image
-        model.pt             the selected weights (what evaluation used)
-        checkpoints/last.pt  everything needed to resume
-        checkpoints/best.pt  the lowest-selection-loss weights so far
-        lock                 present while a process trains it
+        model.pt               the selected weights (what evaluation used)
+        checkpoints/last.pt    everything needed to resume (tensors and plain values only)
+        checkpoints/best.pt    the lowest-selection-loss weights so far
+        lease.<n>              present while a process trains it (see study.lease)
+    <root>/runs/<id>.damaged-<time>/   a damaged run's files, set aside before it was trained again
 
-Every file is written to a temporary name and renamed, so a reader never sees
-a torn file and a killed writer leaves the previous version intact.
+The store owns every path and the run id: nothing else spells them. Every file
+is written to a temporary name and renamed, so a reader never sees a torn
+file and a killed writer leaves the previous version intact; files get the
+permissions of the process's umask, so a lab sharing the store can read them.
+A completed record vouches for its files (sha256, size, pooled counts): a run
+whose files do not match is *damaged*, and so is a record that does not parse.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from study.errors import StudyError
+from study.per_image import parse_counts
+from study.record import FileDigest, RecordError, RunKey, RunRecord, Status
 
 RESULTS_DIR = Path(os.environ.get("STUDY_RESULTS", Path(__file__).resolve().parent.parent / "results"))
-STATUSES = ("running", "completed", "failed", "interrupted")
+ASIDE_MARK = ".damaged-"
+
+
+class StoreWriteError(StudyError):
+    """A file of the store could not be written (disk full, permissions, ...); nothing was torn."""
+
+
+def current_umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the only other way, and put it back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: a lab's store is shared
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise StoreWriteError(f"{path}: cannot write ({exc.strerror or exc}); the previous version, "
+                              "if any, is intact") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -57,19 +92,14 @@ def atomic_torch_save(path: Path, obj) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def pid_alive(pid: int) -> bool:
-    """A live process on this host (a zombie, exited but not yet reaped, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return "\tZ" not in next(line for line in fh if line.startswith("State:"))
-    except (OSError, StopIteration):
-        return True
+def file_digest(path: Path) -> FileDigest:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return FileDigest(h.hexdigest(), size)
 
 
 @dataclass(frozen=True)
@@ -79,89 +109,181 @@ class Store:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    def run_dir(self, config_hash: str, seed: int) -> Path:
-        return self.root / "runs" / f"{config_hash}-s{seed}"
+    # -- paths: the only place they are spelled
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
 
-    def record_path(self, config_hash: str, seed: int) -> Path:
-        return self.run_dir(config_hash, seed) / "record.json"
+    def run_dir(self, key: RunKey) -> Path:
+        return self.runs_dir / key.id
 
-    def read_record(self, config_hash: str, seed: int) -> dict | None:
-        return read_record(self.run_dir(config_hash, seed))
+    def record_path(self, key: RunKey) -> Path:
+        return self.run_dir(key) / "record.json"
 
-    def run_dirs(self) -> Iterator[Path]:
-        runs = self.root / "runs"
-        if runs.is_dir():
-            yield from sorted(p for p in runs.iterdir() if p.is_dir())
+    def config_path(self, key: RunKey) -> Path:
+        return self.run_dir(key) / "config.json"
 
-    def records(self) -> Iterator[dict]:
-        for d in self.run_dirs():
-            record = read_record(d)
+    def metrics_path(self, key: RunKey) -> Path:
+        return self.run_dir(key) / "metrics.csv"
+
+    def model_path(self, key: RunKey) -> Path:
+        return self.run_dir(key) / MODEL_FILE
+
+    def checkpoint_path(self, key: RunKey, which: str = "last") -> Path:
+        if which not in ("last", "best"):
+            raise ValueError(which)
+        return self.run_dir(key) / "checkpoints" / f"{which}.pt"
+
+    def per_image_path(self, key: RunKey, split: str) -> Path:
+        return self.run_dir(key) / per_image_name(split)
+
+    def challenge_path(self, key: RunKey, split: str) -> Path:
+        return self.run_dir(key) / challenge_name(split)
+
+    def predictions_path(self, key: RunKey, split: str = "test") -> Path:
+        return self.run_dir(key) / predictions_name(split)
+
+    # -- records
+    def load(self, key: RunKey, *, verify: bool = True) -> RunRecord | None:
+        """The run's record, or None if it has none. A record that does not parse, or a completed
+        one whose files do not match it, comes back with status ``damaged`` and the reason."""
+        path = self.record_path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return RunRecord.damaged(key, f"{path}: cannot read ({exc.strerror or exc})")
+        try:
+            record = RunRecord.from_json(json.loads(data), str(path))
+        except (ValueError, RecordError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            text = str(exc) if isinstance(exc, RecordError) else f"{path}: not valid JSON ({exc})"
+            return RunRecord.damaged(key, text)
+        if record.key != key:
+            return RunRecord.damaged(key, f"{path}: holds run {record.key.id}, not {key.id}")
+        if verify and record.completed:
+            problem = integrity_problem(self, record)
+            if problem:
+                return record.with_status(Status.DAMAGED, problem)
+        return record
+
+    def write_record(self, record: RunRecord) -> None:
+        atomic_write_json(self.record_path(record.key), record.to_json())
+
+    def keys(self) -> Iterator[RunKey]:
+        for path in self._entries():
+            if path.is_dir() and RunKey.is_id(path.name):
+                yield RunKey.from_id(path.name)
+
+    def records(self, *, verify: bool = True) -> Iterator[RunRecord]:
+        """Every run folder holding a record, damaged ones included (``record.status``)."""
+        for key in self.keys():
+            record = self.load(key, verify=verify)
             if record is not None:
                 yield record
 
+    def strays(self) -> list[Path]:
+        """Entries of ``runs/`` that are neither a run folder nor a set-aside damaged run."""
+        return [p for p in self._entries()
+                if not (p.is_dir() and (RunKey.is_id(p.name) or self._is_aside(p.name)))]
 
-def read_record(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "record.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StudyError(f"{path}: not a valid run record ({exc}); it was not written by this harness") from None
+    def set_aside_dirs(self) -> list[Path]:
+        return [p for p in self._entries() if p.is_dir() and self._is_aside(p.name)]
 
-
-class RunLock:
-    """Exclusive claim on a run folder, across processes (and hosts sharing a file system).
-
-    Created with O_EXCL; a lock left by a dead process on this host is taken
-    over. ``acquire`` returns False when another live process holds it.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "lock"
-        self.held = False
-
-    def _owner(self) -> dict | None:
+    def _entries(self) -> list[Path]:
         try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is None:  # being written right now, or garbage: look again
-                    continue
-                if not self._alive(owner):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                return False
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(me)
-            self.held = True
-            return True
-        return False
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def holder(self) -> dict | None:
-        return self._owner()
+            return sorted(self.runs_dir.iterdir())
+        except FileNotFoundError:
+            return []
 
     @staticmethod
-    def _alive(owner: dict) -> bool:
-        # Another host's process cannot be checked from here: taken as alive.
-        if owner.get("host") != socket.gethostname():
-            return True
-        return pid_alive(int(owner.get("pid", -1)))
+    def _is_aside(name: str) -> bool:
+        head, mark, _ = name.partition(ASIDE_MARK)
+        return bool(mark) and RunKey.is_id(head)
 
-    def held_by_live_process(self) -> bool:
-        owner = self._owner()
-        return owner is not None and self._alive(owner)
+    # -- integrity
+    def seal(self, record: RunRecord, splits: list[str], extra: list[str] = ()) -> RunRecord:
+        """The record with digests of its model, per-image files and ``extra`` files, as they are on disk."""
+        from dataclasses import replace
+
+        names = [MODEL_FILE] + [per_image_name(s) for s in splits] + list(extra)
+        return replace(record, files={n: file_digest(self.run_dir(record.key) / n) for n in names})
+
+    def per_image(self, record: RunRecord, split: str):
+        """(ids, counts) of a verified completed run's split; the counts are those its record vouches for."""
+        path = self.per_image_path(record.key, split)
+        return parse_counts(path.read_bytes(), str(path))
+
+    def set_aside(self, key: RunKey, keep=lambda name: False) -> Path:
+        """Move a damaged run's files (all but those ``keep`` names) to ``runs/<id>.damaged-<time>/``:
+        never deleted, so a person can look at what went wrong."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.runs_dir / f"{key.id}{ASIDE_MARK}{stamp}-{os.getpid()}"
+        aside.mkdir(parents=True)
+        for entry in sorted(self.run_dir(key).iterdir()):
+            if not keep(entry.name):
+                os.replace(entry, aside / entry.name)
+        return aside
+
+
+MODEL_FILE = "model.pt"
+
+
+def per_image_name(split: str) -> str:
+    return f"per_image_{split}.csv"
+
+
+def challenge_name(split: str) -> str:
+    return f"per_image_challenge_{split}.csv"
+
+
+def predictions_name(split: str) -> str:
+    return f"pred_{split}.npz"
+
+
+def integrity_problem(store: Store, record: RunRecord) -> str | None:
+    """Why a completed run's files do not match its record, or None when they do."""
+    run_dir = store.run_dir(record.key)
+    if not record.files or "test" not in record.pooled:
+        return "completed record without integrity data (written by an older harness, or edited)"
+    splits = ["test", *record.external]
+    needed = [MODEL_FILE] + [per_image_name(s) for s in splits]
+    for name in needed:
+        if name not in record.files:
+            return f"the record vouches for no {name}"
+    for name, expected in record.files.items():
+        path = run_dir / name
+        try:
+            actual = _cached_digest(path)
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+        if actual.size != expected.size:
+            return f"{name} has {actual.size} bytes, the record says {expected.size}"
+        if actual.sha256 != expected.sha256:
+            return f"{name} differs from what the record vouches for (sha256)"
+    for split in splits:
+        pooled = record.pooled.get(split)
+        if pooled is None:
+            return f"the record has no pooled counts for {split}"
+        try:
+            _, counts = store.per_image(record, split)
+        except StudyError as exc:
+            return str(exc)
+        if len(counts) != pooled.images:
+            return f"{per_image_name(split)} has {len(counts)} images, the record says {pooled.images}"
+        if tuple(int(v) for v in counts.sum(axis=0)) != pooled.as_tuple():
+            return f"{per_image_name(split)} does not sum to the record's pooled counts"
+    return None
+
+
+_DIGESTS: dict[tuple, FileDigest] = {}
+
+
+def _cached_digest(path: Path) -> FileDigest:
+    st = os.stat(path)  # FileNotFoundError for a missing file
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]

@@ -29,7 +29,9 @@ from pathlib import Path
 
 from study.config import RunConfig
 from study.errors import ConfigError
-from study.store import Store, pid_alive
+from study.lease import pid_alive
+from study.record import RunKey
+from study.store import Store
 
 # Search space. lambda_s multiplies the DKD term together with the fixed soft
 # factor (8.0), as in the official release.
@@ -202,7 +204,7 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
 
     params = suggest(trial, spec)
     config = spec.trial_config(params)
-    trial.set_user_attr("run_id", f"{config.hash}-s{spec.seed}")
+    trial.set_user_attr("run_id", RunKey(config.hash, spec.seed).id)
 
     def on_epoch(epoch: int, entry: dict) -> None:
         trial.set_user_attr("heartbeat", time.time())
@@ -226,11 +228,11 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log(f"trial {trial.number}: failed: {exc}")
         return
-    if record.get("status") != "completed":
+    if not record.completed:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
-    chosen = record["selection"]["epoch"]
-    value = record["history"][chosen - 1]["selection_dsc"]
+    chosen = record.details["selection"]["epoch"]
+    value = record.details["history"][chosen - 1]["selection_dsc"]
     trial.set_user_attr("selected_epoch", chosen)
     study.tell(trial, value)
     pretty = ", ".join(f"{k} {v:.3g}" for k, v in params.items())
@@ -240,9 +242,9 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
 def run_worker(spec: TuneSpec, threads: int | None = None, log=print) -> int:
     """Claim and run trials until the study has its trials; returns how many this worker ran."""
     if threads:
-        import torch
+        from study.launch.workers import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
     study = load_study(spec, create=False)
     ran = 0
     while True:
@@ -258,15 +260,19 @@ def ensure_teacher(spec: TuneSpec, log=print) -> str:
     from study.train.run import train_run
 
     teacher = spec.base_config().teacher_config()
-    record = Store(spec.store_root).read_record(teacher.hash, spec.seed)
-    if record and record.get("status") == "completed":
-        return record["run_id"]
-    log(f"training the teacher {teacher.hash}-s{spec.seed} (full model, holdout selection) into the store first")
+    key = RunKey(teacher.hash, spec.seed)
+    record = Store(spec.store_root).load(key)
+    if record is not None and record.completed:
+        return record.run_id
+    log(f"training the teacher {key.id} (full model, holdout selection) into the store first")
     record = train_run(teacher, spec.seed, Store(spec.store_root), roots=spec.roots or {}, progress=False)
-    return record["run_id"]
+    return record.run_id
 
 
-def _local_worker(spec: TuneSpec, threads: int) -> int:
+def _local_worker(spec: TuneSpec, threads: int, parent_pid: int) -> int:
+    from study.launch.workers import exit_with_parent
+
+    exit_with_parent(parent_pid)
     return run_worker(spec, threads, log=lambda m: print(m, flush=True))
 
 
@@ -276,9 +282,11 @@ def run_local(spec: TuneSpec, workers: int, log=print) -> None:
         return
     import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    from study.launch.workers import threads_per_worker
+
+    threads = threads_per_worker(workers)
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_local_worker, args=(spec, threads)) for _ in range(workers)]
+    procs = [context.Process(target=_local_worker, args=(spec, threads, os.getpid())) for _ in range(workers)]
     for p in procs:
         p.start()
     try:
@@ -326,8 +334,10 @@ def export_best(study, name: str, variants_file: Path) -> Path:
 
     from optuna.trial import TrialState
 
+    from study.record import check_row_id
     from study.variants import load_tables
 
+    check_row_id(name, "--export")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise ConfigError(f"study {study.study_name!r} has no completed trial to export")

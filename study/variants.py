@@ -17,6 +17,7 @@ from study.canonical import reject_unknown as _unknown
 from study.config import RunConfig, merge
 from study.errors import ConfigError
 from study.models.registry import get_entry, make_config
+from study.record import check_row_id, check_table_id
 
 VARIANTS_DIR = Path(os.environ.get("STUDY_VARIANTS", Path(__file__).resolve().parent.parent / "variants"))
 
@@ -119,6 +120,7 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
     for key in ("id", "name"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise ConfigError(f"{where}: field '{key}' is required (a non-empty string)")
+    check_row_id(raw["id"], f"{where} field 'id'")
     where = f"{path} row '{raw['id']}'"
     _unknown(where, raw, ROW_KEYS)
     for section in SECTIONS:
@@ -149,7 +151,7 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
 
 def _load_table(path: Path, base: dict) -> Table:
     data = _read_toml(path)
-    table_id = path.stem
+    table_id = check_table_id(path.stem, str(path))
     _unknown(str(path), data, {"table", "rows"})
     meta = data.get("table", {})
     _unknown(f"{path} [table]", meta, TABLE_KEYS)

@@ -121,5 +121,5 @@ def test_holdout_is_carved_from_train_deterministically():
 def test_pre_split_folders_can_be_the_split():
     split = split_from_parts("isic2017", {"a": "train", "b": "train", "c": "val"})
     assert (split.train, split.test, split.seed) == (("a", "b"), ("c",), None)
-    with pytest.raises(DataError, match="no test ids"):
+    with pytest.raises(DataError, match="hold only the training part"):
         split_from_parts("isic2017", {"a": "train"})

@@ -47,6 +47,12 @@ def test_figures_open_as_images(report):
             assert image.format == "PNG" and image.size[0] > 400
     for name in ("fig2.pdf", "fig2_paper.pdf"):
         assert (report.out_dir / name).read_bytes()[:5] == b"%PDF-"
+    # each figure in its own float, printed at the size it is drawn: a panel is as wide in both
+    text = (report.out_dir / "report.tex").read_text()
+    assert "0.49\\linewidth" not in text and text.count("{fig2") == 2
+    assert r"\includegraphics[width=0.550\linewidth]{fig2.pdf}" in text  # one panel: Synthetic
+    assert r"\includegraphics[width=1.000\linewidth]{fig2_paper.pdf}" in text  # ISIC 2017 and ISIC 2018
+    assert r"\renewcommand{\thefigure}{2a}" in text and r"\renewcommand{\thefigure}{2b}" in text
 
 
 def test_report_compiles_with_pdflatex(report):
@@ -84,7 +90,8 @@ def test_partial_and_empty_stores_render(tmp_path):
                           n_boot=50)
     assert result.notes and "holds no runs" in result.notes[0]
     md = (tmp_path / "out" / "table6.md").read_text()
-    assert "| w/o | – | – | – | – |" in md and "No completed run of this table" in md
+    # no runs: the compact table, Params and FLOPs counted from the models
+    assert "| w/o | 0.034 | 0.059 |" in md and "No runs under profile paper (ISIC 2017) yet" in md
     assert "Cannot be judged" in (tmp_path / "out" / "audit.md").read_text()
     assert (tmp_path / "out" / "report.md").is_file()
 
@@ -125,3 +132,19 @@ def test_seeds_option_keeps_tables_and_audit_on_the_same_runs(tmp_path):
     assert "n = 3 seeds" in (tmp_path / "three" / "table6.tex").read_text()
     report_tex = (tmp_path / "three" / "report.tex").read_text()
     assert "\\usepackage[T1]{fontenc}" in report_tex and "\\setcounter{table}{5}" in report_tex
+
+
+def test_cli_names_the_files_an_earlier_report_left(tmp_path):
+    store = Store(tmp_path)
+    for seed in (0, 1):
+        write_run(store, TABLES["table6"].row("t6-none"), None, seed, "smoke", dsc=0.85 + seed / 100)
+    common = ("--results", str(tmp_path), "--format", "csv", "--no-figure", "--no-audit")
+    first = _cli(*common, "--tables", "3,6")
+    assert first.returncode == 0, first.stderr
+    assert "Table 3: profile smoke, no runs (compact: Params and FLOPs)" in first.stdout
+    assert "Table 6: profile smoke, 2 seed(s) per cell" in first.stdout
+    second = _cli(*common, "--tables", "6")
+    assert second.returncode == 0, second.stderr
+    assert (f"note: removed 1 file(s) an earlier report wrote in {tmp_path / 'report'} and this one did not: "
+            "table3.csv") in second.stdout
+    assert not (tmp_path / "report" / "table3.csv").exists() and (tmp_path / "report" / "table6.csv").is_file()

@@ -81,16 +81,19 @@ def test_mean_std_and_marks_on_the_right_cells(table3):
     latex = render_latex(table3)
     # Params, FLOPs, IoU, DSC (the paper's column order for the ablations)
     ours = _line(latex, r"DWConv + 2 Bi-Mamba + Identity (Ours)")
-    assert r"\textbf{79.82 $\pm$ 0.08}" in ours  # IoU: best alone
-    assert r"\textbf{88.78 $\pm$ 0.08}" in ours  # DSC: 88.78 ...
+    assert r"\textbf{79.82 $\pm$ 0.08}" in ours  # IoU: 0.82 above the next mean, more than either std
+    assert r"& 88.78 $\pm$ 0.08 \\" in ours  # DSC: tied with ...
     unshared = _line(latex, "Bi-Mamba (Unshared Weights)")
-    assert r"\textbf{88.78 $\pm$ 0.00}" in unshared  # ... tied on the printed value: both bold
-    assert r"\underline{79.00 $\pm$ 0.00}" in unshared  # IoU second best
+    assert r"& 88.78 $\pm$ 0.00 \\" in unshared  # ... this printed 88.78: no best, so no marks in the column
+    assert r"& 79.00 $\pm$ 0.00 &" in unshared  # IoU second, but next to a one-run 78.90: not marked
     attention = _line(latex, "Bi-Self-Attention")
-    assert r"\underline{88.50}$^{n=1}$" in attention  # one seed: no ±, the count shown; second-best DSC
-    assert r"\textbf{0.028}" in attention  # fewest params: bold (lower is better)
+    assert r"& 88.50$^{n=1}$ \\" in attention  # one seed: no ±, the count shown, never marked
+    assert r"\textbf{0.028}" in attention  # fewest params, no other row at 0.028: bold (lower is better)
+    assert "& 0.059 &" in attention  # FLOPs 0.059 is printed by four rows: no mark
+    assert r"\underline{0.031}" in _line(latex, "2 Identity + 2 Bi-Mamba")  # second fewest params, alone
     single = _line(latex, "Single-Direction Mamba")
-    assert "88.00 $\\pm$ 0.10" in single and r"\textbf" not in single.split("&", 3)[3]
+    assert "88.00 $\\pm$ 0.10" in single and r"\textbf" not in single and r"\underline" not in single
+    assert latex.count(r"\underline") == 1  # 0.034 is printed by three rows: never underlined
 
 
 def test_gaps_and_failed_runs(table3):
@@ -114,7 +117,7 @@ def test_booktabs_and_caption(table3):
 
 def test_markdown_and_csv(table3):
     md = render_markdown(table3)
-    assert "| Bi-Self-Attention | **0.028** | **0.059** | 78.90 (n=1) | _88.50_ (n=1) |" in md
+    assert "| Bi-Self-Attention | **0.028** | 0.059 | 78.90 (n=1) | 88.50 (n=1) |" in md
     assert "| 2 DWConv + 1 Bi-Mamba + Identity | – | – | – | – |" in md
     assert "- 2 DWConv + 2 Bi-Mamba (ISIC 2017, seed 0): failed: RunFailed" in md
     csv_text = render_csv(table3)
@@ -125,7 +128,10 @@ def test_markdown_and_csv(table3):
 
 
 def test_rank_marks_use_printed_values():
-    assert rank_marks(["88.78", "88.78", "88.50", None, "87.00"], True) == ["best", "best", "second", None, None]
+    # exact quantities: a best printed by two rows is no best
+    assert rank_marks(["88.78", "88.78", "88.50", None, "87.00"], True) == [None, None, None, None, None]
+    # means: 88.779 and 88.781 print alike, so they tie whatever their raw values
+    assert rank_marks(["88.78", "88.78", "80.00"], True, ["0.01", "0.01", "0.01"]) == [None, None, None]
     assert rank_marks(["0.034", "0.028", "0.031"], False) == [None, "best", "second"]
     assert rank_marks(["0.060", "0.060"], False) == [None, None]  # all equal: no best
     assert rank_marks([None, "1.00"], True) == [None, None]

@@ -28,6 +28,7 @@ from study.errors import ConfigError
 from study.launch import get_launcher
 from study.launch import slurm as sl
 from study.plan import expand, make_plan
+from study.record import RunKey
 from study.store import Store
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "slurm"
@@ -319,7 +320,7 @@ def test_requeue_resumes_from_checkpoint_with_the_same_result(slurm_cluster, tmp
     launcher = get_launcher("slurm", cluster="local")
     report = launcher.launch([run], store, roots={}, log=lambda *a: None)
     job = report.submitted[run.run_id]
-    run_dir = store.run_dir(*run.key)
+    run_dir = store.run_dir(run.key)
 
     def epochs_done(at_least):
         record = records(store.root).get(run.run_id) or {}
@@ -346,14 +347,14 @@ def test_requeue_resumes_from_checkpoint_with_the_same_result(slurm_cluster, tmp
     threads = torch.get_num_threads()
     torch.set_num_threads(launcher.profile.cpus_per_task)  # as in the job: same float summation order
     try:
-        reference = train_run(run.config, 0, Store(tmp_path / "reference"), progress=False)
+        reference = train_run(run.config, 0, Store(tmp_path / "reference"), progress=False).to_json()
     finally:
         torch.set_num_threads(threads)
     assert record["test"] == reference["test"]
     drop_time = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert drop_time(record["history"]) == drop_time(reference["history"])
     assert (run_dir / "per_image_test.csv").read_text() == \
-        (Store(tmp_path / "reference").run_dir(*run.key) / "per_image_test.csv").read_text()
+        (Store(tmp_path / "reference").run_dir(run.key) / "per_image_test.csv").read_text()
 
 
 def test_failed_job_keeps_its_stderr_for_status(slurm_cluster, tmp_path):
@@ -366,7 +367,7 @@ def test_failed_job_keeps_its_stderr_for_status(slurm_cluster, tmp_path):
     (record,) = wait_until_finished(store_root, [p.stem for p in (store_root / "slurm" / "jobs").glob("*.json")],
                                     timeout=300).values()
     assert record["status"] == "failed" and "non-finite loss" in record["reason"]
-    tail = stderr_tail(record, lines=40)
+    tail = stderr_tail(Store(store_root).load(RunKey.from_id(record["run_id"])), lines=40)
     assert tail and "RunFailed: non-finite loss" in tail
 
 

@@ -13,8 +13,9 @@ import torch
 
 from conftest import REPO_ROOT
 from study.errors import StudyError
+from study.record import RunKey
 from study.store import Store
-from study.train import run as run_mod
+from study.train import loop as loop_mod
 from study.train.run import train_run
 from study.variants import find_row
 
@@ -35,26 +36,27 @@ def test_smoke_run_learns_synthetic_lesions(tmp_path):
         "synthetic", "smoke", {"train": {"epochs": 20, "lr": 2e-3}, "data": {"synthetic_count": 300}})
     torch.set_num_threads(2)
     record = train_run(config, 0, Store(tmp_path), progress=False)
-    assert record["status"] == "completed"
-    assert record["test"]["dsc"] > 0.9
+    assert record.completed
+    assert record.test["dsc"] > 0.9
 
 
 def test_same_seed_is_bit_identical_and_seeds_differ(tmp_path):
     a = train_run(tiny(), 0, Store(tmp_path / "a"), progress=False)
     b = train_run(tiny(), 0, Store(tmp_path / "b"), progress=False)
     c = train_run(tiny(), 1, Store(tmp_path / "a"), progress=False)
-    assert a["test"] == b["test"]
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
-    assert a["test"] != c["test"]
+    assert a.test == b.test
+    assert [h["train_loss"] for h in a.details["history"]] == [h["train_loss"] for h in b.details["history"]]
+    assert a.test != c.test
 
 
 def test_record_is_complete(tmp_path):
     store = Store(tmp_path)
     record = train_run(tiny(), 0, store, rows=("ultralbm",), progress=False)
-    run_dir = store.run_dir(record["config_hash"], 0)
-    assert record == json.loads((run_dir / "record.json").read_text())
+    run_dir = store.run_dir(record.key)
+    assert record.to_json() == json.loads((run_dir / "record.json").read_text())
+    record = record.to_json()
     for key in ("config", "config_hash", "seed", "status", "history", "test", "params", "gmacs_thop",
-                "wall_time_s", "device", "versions", "git_commit", "selection", "data"):
+                "wall_time_s", "device", "versions", "git_commit", "selection", "data", "files", "pooled"):
         assert key in record, key
     assert record["params"] == 34_166 and record["rows"] == ["ultralbm"]
     assert len(record["history"]) == 3 and (run_dir / "metrics.csv").read_text().count("\n") == 4
@@ -64,7 +66,7 @@ def test_record_is_complete(tmp_path):
     assert sums == [record["test"][k] for k in ("tp", "fp", "fn", "tn")]
     assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
     # A second call does nothing: the completed record comes back unchanged.
-    assert train_run(tiny(), 0, store, progress=False) == record
+    assert train_run(tiny(), 0, store, progress=False).to_json() == record
 
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
@@ -72,11 +74,11 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
     whole = train_run(config, 0, Store(tmp_path / "whole"), progress=False)
     store = Store(tmp_path / "parts")
     part = train_run(config, 0, store, progress=False, stop_after_epochs=2)
-    assert part["status"] == "interrupted" and part["epochs_done"] == 2
+    assert part.status.value == "interrupted" and part.epochs_done == 2
     resumed = train_run(config, 0, store, progress=False)
-    assert resumed["resumed_from_epoch"] == 2
-    assert resumed["test"] == whole["test"]
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert resumed.details["resumed_from_epoch"] == 2
+    assert resumed.test == whole.test
+    assert [h["train_loss"] for h in resumed.details["history"]] == [h["train_loss"] for h in whole.details["history"]]
 
 
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
@@ -113,7 +115,7 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
 
 @pytest.mark.parametrize("selection,split", [("last", None), ("holdout", "holdout")])
 def test_selection_modes_are_recorded(tmp_path, selection, split):
-    record = train_run(tiny(train={"selection": selection}), 0, Store(tmp_path), progress=False)
+    record = train_run(tiny(train={"selection": selection}), 0, Store(tmp_path), progress=False).to_json()
     assert record["selection"]["mode"] == selection and record["selection"]["split"] == split
     if selection == "last":
         assert record["selection"]["epoch"] == 3
@@ -127,12 +129,12 @@ def test_non_finite_loss_fails_the_run(tmp_path, monkeypatch):
     def nan_objective(self, logits, images, masks):
         return logits.sum() * float("nan"), {}
 
-    monkeypatch.setattr(run_mod.Objective, "__call__", nan_objective)
+    monkeypatch.setattr(loop_mod.Objective, "__call__", nan_objective)
     store = Store(tmp_path)
     with pytest.raises(StudyError, match="non-finite loss"):
         train_run(tiny(), 0, store, progress=False)
-    record = store.read_record(tiny().hash, 0)
-    assert record["status"] == "failed" and "non-finite loss (nan) at epoch 1, batch 1" in record["reason"]
+    record = store.load(RunKey(tiny().hash, 0))
+    assert record.status.value == "failed" and "non-finite loss (nan) at epoch 1, batch 1" in record.reason
 
 
 def test_distillation_needs_its_teacher_then_trains(tmp_path):
@@ -142,17 +144,17 @@ def test_distillation_needs_its_teacher_then_trains(tmp_path):
         train_run(student, 0, store, progress=False)
     record = train_run(student, 0, store, progress=False, train_teacher=True)
     teacher_hash = student.teacher_config().hash
-    assert record["status"] == "completed" and record["teacher"] == f"{teacher_hash}-s0"
-    assert store.read_record(teacher_hash, 0)["status"] == "completed"
-    assert record["params"] == 10_956
-    assert set(record["history"][0]) >= {"train_hard", "train_soft", "train_attention", "train_grad"}
+    assert record.completed and record.details["teacher"] == f"{teacher_hash}-s0"
+    assert store.load(RunKey(teacher_hash, 0)).completed
+    assert record.params == 10_956
+    assert set(record.details["history"][0]) >= {"train_hard", "train_soft", "train_attention", "train_grad"}
 
 
 def test_real_isic2017_samples_learn(tmp_path, real_samples):
     config = find_row("ultralbm").run_config("isic2017", "paper", {
         "data": {"size": 64, "external": ["ph2"]}, "train": {"epochs": 12, "lr": 3e-3}})
     roots = {"isic2017": str(real_samples / "ISIC2017"), "ph2": str(real_samples / "PH2")}
-    record = train_run(config, 0, Store(tmp_path), roots=roots, progress=False)
+    record = train_run(config, 0, Store(tmp_path), roots=roots, progress=False).to_json()
     t = record["test"]
     # Predicting all foreground scores 2 * fg / (1 + fg) Dice.
     fg = (t["tp"] + t["fn"]) / (t["tp"] + t["fp"] + t["fn"] + t["tn"])
@@ -160,5 +162,5 @@ def test_real_isic2017_samples_learn(tmp_path, real_samples):
     assert record["data"]["split"] == {**record["data"]["split"], "train": 42, "test": 18}
     ph2 = record["external"]["ph2"]
     assert 0 <= ph2["dsc"] <= 1
-    run_dir = Store(tmp_path).run_dir(config.hash, 0)
+    run_dir = Store(tmp_path).run_dir(RunKey(config.hash, 0))
     assert (run_dir / "per_image_ph2.csv").read_text().count("\n") == 21

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "study.cli.run",
     "study.cli.sbatch",
     "study.cli.status",
+    "study.cli.verify",
     "study.cli.variants",
     "study.cli.data",
     "study.cli.train",

@@ -43,7 +43,9 @@ def register(subparsers) -> None:
     split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     split.add_argument("--train-fraction", type=float, default=0.7, help="share of ids in train (default 0.7)")
     split.add_argument("--out", metavar="PATH", help="manifest path, .json or .csv (default: next to the cache)")
-    split.add_argument("--from-folders", action="store_true", help="use a pre-split root's train/val folders as the split")
+    split.add_argument("--from-folders", action="store_true",
+                       help="the release's own partition: Training / Validation / Test folders (or a pre-split "
+                       "root's train / val / test); Validation is the test part where Test is absent")
     split.add_argument("--cache-dir", metavar="PATH", help="cache root for the default manifest path")
     split.set_defaults(func=run_split)
 
@@ -124,15 +126,17 @@ def run_cache(args) -> int:
 
 def run_split(args) -> int:
     from study.data.registry import dataset_info
-    from study.data.split import default_manifest_path, ensure_split, ids_digest, split_from_parts, write_manifest
+    from study.data.split import default_manifest_path, ensure_split, ids_digest, write_manifest
     from study.data.synthetic import synthetic_ids
     from study.errors import DataError
 
     if not dataset_info(args.dataset).needs_root:
         if args.from_folders:
-            raise DataError("--from-folders needs a pre-split root; the synthetic dataset has none")
+            raise DataError("--from-folders needs a release layout; the synthetic dataset has none")
         ids, source = synthetic_ids(args.count), None
     else:
+        if args.from_folders:
+            args.include_test = True  # the release's Test part belongs to its partition
         source = _source(args)
         ids = source.ids
         if args.skip_bad:  # a pair that does not decode is left out of the split, as out of the cache
@@ -147,8 +151,13 @@ def run_split(args) -> int:
                 for bad in report.problems:
                     print(f"  - [{bad.kind}] {bad.problem}")
     if args.from_folders:
+        from study.data.split import split_from_release
+
         kept = set(ids)
-        split = split_from_parts(args.dataset, {p.id: p.part for p in source.pairs if p.id in kept})
+        release = split_from_release(args.dataset, {p.id: p.part for p in source.pairs if p.id in kept})
+        split = release.split
+        print(f"release:  {len(split.train)} Training / {len(release.validation)} Validation / {len(split.test)} "
+              f"test ({release.test_part})")
         path = args.out or default_manifest_path(args.dataset, ids, args.seed, args.cache_dir, label="folders")
         write_manifest(split, path)
         written = True

@@ -7,16 +7,23 @@ def register(sub) -> None:
     p = sub.add_parser(
         "report",
         help="LaTeX tables 1-7, the accuracy-vs-params figure, reproduced vs paper, and a claims audit",
-        description="Render the paper's tables from the results store (mean ± std over seeds, best bold, "
-        "second underlined, – for gaps), Fig. 2 from our runs beside the paper's, every cell against the "
-        "paper's, and an audit of each ablation table's 'ours is best' claim. Nothing is trained.",
+        description="Render the paper's tables from the results store (mean ± std over seeds; best bold and "
+        "second underlined where they stand apart by more than the larger std; – for gaps; Params and FLOPs of "
+        "rows without runs counted from the model), Fig. 2 from our runs and from the paper's, every cell "
+        "against the paper's, and an audit of each ablation table's 'ours is best' claim. Nothing is trained. "
+        "Files an earlier report wrote in the output folder and this one did not are removed and named.",
     )
     p.add_argument("--tables", default=None, metavar="N,N,...", help="tables to render, e.g. 1,3,7 (default: all)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <results>/report)")
     p.add_argument("--format", dest="fmt", default="latex", choices=("latex", "markdown", "csv"),
                    help="table format (default latex; latex also writes the comparison and audit as Markdown)")
-    p.add_argument("--profile", default="auto", choices=("auto", "paper", "smoke"),
-                   help="which runs fill the tables; auto: per table, paper runs if any are stored, else smoke")
+    p.add_argument("--profile", default="auto",
+                   help="which runs fill the tables: a profile of variants/base.toml (paper, smoke, or your own), "
+                   "or auto: per table, the first profile with completed runs (paper, smoke, then yours)")
+    p.add_argument("--cases", default=None, metavar="ID,ID,...",
+                   help="Fig. 4: these test images (default: best, median and worst per-image Dice of ours)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="the overrides the runs were made with, as given to `run` (repeatable)")
     p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
     p.add_argument("--no-figure", dest="figure", action="store_false", help="skip Fig. 2")
     p.add_argument("--no-audit", dest="audit", action="store_false", help="skip the claims audit")
@@ -34,21 +41,41 @@ def run(args) -> int:
     from study.store import RESULTS_DIR, Store
     from study.variants import load_tables
 
+    if args.seeds is not None and args.seeds < 1:
+        from study.errors import ConfigError
+
+        raise ConfigError(f"--seeds {args.seeds}: expected at least 1 (seeds 0..N-1)")
     variants = load_tables()
     tables = parse_tables(args.tables, variants)
     store = Store(args.results or RESULTS_DIR)
+    from study.config import parse_overrides
+
     result = build_report(store, args.out, tables, profile=args.profile, fmt=args.fmt, figure=args.figure,
+                          overrides=parse_overrides(args.overrides),
+                          cases=[c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None,
                           audit=args.audit, n_boot=args.bootstrap or N_BOOT, pdf=args.pdf, variants=variants,
-                          seeds=None if args.seeds is None else list(range(args.seeds)))
+                          seeds=None if args.seeds is None else list(range(args.seeds)),
+                          progress=lambda line: print(line, flush=True))
     for note in result.notes:
         print(f"note: {note}")
+    from study.report.audit import judged, unjudged_lines
+
     for td in result.tables:
         n = td.typical_n("metric")
-        seeds = "no completed runs" if n is None else f"{n} seed(s) per cell"
+        cover = result.coverage.get(td.id)
         failed = f", {len(td.problems)} run(s) not completed" if td.problems else ""
-        print(f"Table {td.number}: profile {td.profile}, {seeds}{failed}")
+        if cover is not None and cover.compact:
+            shared = (f" (shares the runs of Table{'s' if len(cover.shared_with) > 1 else ''} "
+                      f"{', '.join(cover.shared_with)})" if cover.shared_with else "")
+            seeds = f"no runs of its own{shared}" if cover.has_runs else "no runs"
+            print(f"Table {td.number}: profile {td.profile}, {seeds}{failed} (compact: Params and FLOPs)")
+        else:
+            print(f"Table {td.number}: profile {td.profile}, {n} seed(s) per cell{failed}")
     for a in result.audits:
-        print(f"audit Table {a.number} ({a.dataset}): {a.verdict}")
+        if judged(a):
+            print(f"audit Table {a.number} ({a.dataset}): {a.verdict}")
+    for line in unjudged_lines(result.audits):
+        print(f"audit: cannot be judged: {line}")
     print(f"wrote {len(result.files)} file(s):")
     for path in result.files:
         print(f"  {path.name}")

@@ -26,9 +26,12 @@ def seeds_from(args) -> list[int]:
 
     if args.seed_list:
         try:
-            return [int(s) for s in args.seed_list.split(",") if s.strip()]
+            seeds = [int(s) for s in args.seed_list.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seed-list {args.seed_list!r}: expected comma-separated integers") from None
+        if not seeds or min(seeds) < 0:
+            raise ConfigError(f"--seed-list {args.seed_list!r}: expected non-negative integers")
+        return seeds
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: expected at least 1")
     return list(range(args.seeds))
@@ -36,12 +39,10 @@ def seeds_from(args) -> list[int]:
 
 def check_data_roots(runs, roots: dict[str, str]) -> None:
     """Fail at once, before anything starts, if a real dataset is not configured."""
-    from study.data import REAL_DATASETS, resolve_root
+    from study.train.run import check_data_roots as check
 
-    needed = sorted({n for r in runs for n in (r.config.data.dataset, *r.config.data.external)})
-    for name in needed:
-        if name in REAL_DATASETS:
-            resolve_root(name, roots.get(name))  # DataError: where to download it, how to point at it
+    for run in runs:
+        check(run.config, roots)
 
 
 def plan_from_args(args, store):
@@ -57,6 +58,11 @@ def plan_from_args(args, store):
     plan = make_plan(planned, store)
     print(f"plan: {len(plan.all)} run(s): {len(plan.todo)} to run, {len(plan.done)} completed (skipped), "
           f"{len(plan.busy)} running or queued elsewhere; store {store.root}")
+    for run_id, why in plan.damaged.items():
+        print(f"  damaged {run_id}: {why}; its files are set aside and it is trained again")
+    for run in plan.busy:
+        if run.run_id in plan.holders:
+            print(f"  held    {run.run_id} {run.label}: {plan.holders[run.run_id]}")
     return plan
 
 
@@ -85,8 +91,10 @@ def run(args) -> int:
               "otherwise a rough 2-core CPU figure)")
         return 0
     if not plan.todo:
-        print("nothing to do")
-        return 0
+        print("nothing to do" if not plan.holders else
+              f"nothing to do here: {len(plan.holders)} run(s) left untrained, held by a live process elsewhere; "
+              "run again when it ends")
+        return 0 if not plan.holders else 1
     roots = parse_roots(args.roots)
     check_data_roots(plan.todo, roots)
     options = {"jobs": args.jobs, "threads": args.threads} if args.launcher == "local" else {"cluster": args.cluster}
@@ -101,6 +109,10 @@ def run(args) -> int:
               f"{len(report.busy)} left to another process")
     for run_id, reason in report.failed.items():
         print(f"  failed {run_id}: {reason}")
+    left = list(report.busy) if args.launcher == "local" else []  # SLURM's busy runs are queued, not left
+    left += [r.run_id for r in plan.busy if r.run_id in plan.holders]
+    if left:
+        print(f"{len(left)} run(s) left untrained, held by a live process elsewhere; run again when it ends")
     if report.interrupted:
         return 130
-    return 0 if report.ok else 1
+    return 0 if report.ok and not left else 1

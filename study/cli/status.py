@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-STATES = ("completed", "failed", "running", "queued", "interrupted", "missing")
+from study.record import Status  # noqa: E402  (light: no torch)
+
+STATES = (Status.COMPLETED.value, Status.FAILED.value, Status.DAMAGED.value, Status.RUNNING.value, "queued",
+          Status.INTERRUPTED.value, "missing")
 
 
 def register(sub) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_run_options(p) -> None:
     """Options shared by `train` and `run`: profile, overrides, store, data roots."""
@@ -34,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None, help="isic2017, isic2018, synthetic (default: the profile's / table's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-teacher", action="store_true", help="for a distillation row: train the missing teacher first")
+    p.add_argument("--restart-unreadable", action="store_true",
+                   help="set an unreadable checkpoint aside and train the run from scratch")
     add_run_options(p)
     p.set_defaults(func=run)
 
@@ -42,30 +46,45 @@ def run(args) -> int:
     import torch
 
     from study.config import parse_overrides
-    from study.store import RESULTS_DIR, Store, read_record
-    from study.train.run import train_run
+    from study.errors import ConfigError, StudyError
+    from study.record import RunKey
+    from study.store import RESULTS_DIR, Store
+    from study.train.run import check_data_roots, train_run
     from study.variants import find_row
 
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
     if args.threads:
         torch.set_num_threads(args.threads)
     row = find_row(args.variant)
     config = row.run_config(args.dataset, args.profile, parse_overrides(args.overrides))
+    roots = parse_roots(args.roots)
+    check_data_roots(config, roots)  # before anything is written or printed as started
     store = Store(args.results or RESULTS_DIR)
-    run_dir = store.run_dir(config.hash, args.seed)
-    print(f"run {run_dir.name}: {row.id} on {config.data.dataset}, seed {args.seed}, profile {args.profile}")
-    print(f"folder {run_dir}")
-    before = read_record(run_dir)
-    if before and before.get("status") == "completed":
+    key = RunKey(config.hash, args.seed)
+    print(f"run {key.id}: {row.id} on {config.data.dataset}, seed {args.seed}, profile {args.profile}")
+    print(f"folder {store.run_dir(key)}")
+    before = store.load(key)
+    if before is not None and before.completed:
         print("already completed in the store: nothing trained (delete the folder to train it again)")
-    record = train_run(config, args.seed, store, rows=(row.id,), roots=parse_roots(args.roots),
-                       train_teacher=args.train_teacher, log=print)
-    if record["status"] != "completed":
-        print(f"{record['status']}: {record.get('reason')}")
+    try:
+        record = train_run(config, args.seed, store, rows=(row.id,), roots=roots,
+                           train_teacher=args.train_teacher, log=print,
+                           restart_unreadable=args.restart_unreadable)
+    except StudyError:
+        raise  # one line from the CLI: what went wrong and where
+    except Exception as exc:  # recorded in the run's record (with its traceback): one line here
+        print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"the record, with the traceback: {store.record_path(key)}", file=sys.stderr)
         return 1
-    t = record["test"]
+    if not record.completed:
+        print(f"{record.status}: {record.reason}")
+        return 1
+    t = record.test
     print(f"completed: test IoU {t['iou'] * 100:.2f}  DSC {t['dsc'] * 100:.2f}  "
-          f"(selected epoch {record['selection']['epoch']}, {record['selection']['mode']} selection)")
-    for name, m in record.get("external", {}).items():
+          f"(selected epoch {record.details['selection']['epoch']}, {record.details['selection']['mode']} selection)")
+    for name, m in record.external.items():
         print(f"  external {name}: IoU {m['iou'] * 100:.2f}  DSC {m['dsc'] * 100:.2f}")
-    print(f"params {record['params']:,}  GMACs {record['gmacs_thop']:.4f}  wall {record['wall_time_s']:.1f} s")
+    print(f"params {record.params:,}  GMACs {record.gmacs_thop:.4f}  wall {record.wall_time_s:.1f} s")
     return 0
+

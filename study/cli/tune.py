@@ -40,6 +40,10 @@ def _spec(args, store):
 
     from study.cli.train import parse_roots
 
+    if args.seed < 0:
+        from study.errors import ConfigError
+
+        raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
     return TuneSpec(
         dataset=args.dataset, n_trials=args.trials,
         storage=args.storage or default_storage(store, args.study_name), study_name=args.study_name,

@@ -124,19 +124,55 @@ def carve_holdout(train_ids: Sequence[str], fraction: float = 0.2, seed: int = D
     )
 
 
-def split_from_parts(
-    dataset: str, parts: dict[str, str], train_parts: Sequence[str] = ("train",), test_parts: Sequence[str] = ("val",)
-) -> Split:
-    """The split a pre-split download ships, from each id's folder (``{id: "train" | "val" | ...}``)."""
-    train = tuple(sorted(i for i, part in parts.items() if part in train_parts))
-    test = tuple(sorted(i for i, part in parts.items() if part in test_parts))
-    if not train or not test:
-        raise DataError(
-            f"{dataset}: folders {sorted(set(parts.values()))} give no {'train' if not train else 'test'} ids; "
-            f"expected {'/'.join(train_parts)} and {'/'.join(test_parts)} folders"
-        )
-    return Split(dataset, train, test, None, None, f"folder membership: train = {'+'.join(train_parts)}, "
-                 f"test = {'+'.join(test_parts)}")
+# Folder names of each supported layout -> the part of the release they are.
+RELEASE_PARTS = {"Training": "train", "train": "train", "Validation": "validation", "val": "validation",
+                 "Test": "test", "test": "test"}
+
+
+@dataclass(frozen=True)
+class ReleaseSplit:
+    """The partition a release ships: train, validation (may be empty) and test.
+
+    Where the release's Test folders are absent, Validation is the test part (``test_part`` says so).
+    """
+
+    split: Split
+    validation: tuple[str, ...]
+    test_part: str  # "Test" or "Validation (no Test folders)"
+
+    def describe(self) -> dict:
+        return {"train": len(self.split.train), "validation": len(self.validation), "test": len(self.split.test),
+                "test_part": self.test_part, "method": self.split.method}
+
+
+def split_from_release(dataset: str, parts: dict[str, str]) -> ReleaseSplit:
+    """The release's own partition from each id's folder (``{id: "Training" | "Validation" | "Test"}``,
+    or a pre-split download's ``train`` / ``val`` / ``test``)."""
+    unknown = sorted({p for p in parts.values() if p not in RELEASE_PARTS})
+    if unknown:
+        raise DataError(f"{dataset}: folder(s) {unknown} are not part of a known release layout")
+    by_part: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for sample_id, part in parts.items():
+        by_part[RELEASE_PARTS[part]].append(sample_id)
+    train, validation, test = (tuple(sorted(by_part[k])) for k in ("train", "validation", "test"))
+    folders = sorted(set(parts.values()))
+    if not train:
+        raise DataError(f"{dataset}: folders {folders} give no training ids; expected the release's Training part")
+    test_part = "Test"
+    if not test:
+        if not validation:
+            raise DataError(f"{dataset}: folders {folders} hold only the training part; the release split needs "
+                            "its Validation or Test folders (or use data.split = \"random\")")
+        test, validation, test_part = validation, (), "Validation (no Test folders)"
+    method = f"the release's own partition: train = Training, test = {test_part}"
+    if validation:
+        method += ", validation = Validation"
+    return ReleaseSplit(Split(dataset, train, test, None, None, method), validation, test_part)
+
+
+def split_from_parts(dataset: str, parts: dict[str, str]) -> Split:
+    """The release's partition as a train/test split (``data split --from-folders``)."""
+    return split_from_release(dataset, parts).split
 
 
 # --- manifests ----------------------------------------------------------------------------

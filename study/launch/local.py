@@ -9,73 +9,75 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from tqdm import tqdm
+
 from study.launch.core import LaunchReport
+from study.launch.workers import init_worker, set_threads, threads_per_worker
 from study.plan import PlannedRun
+from study.record import Status
 from study.store import Store
 
-
-def _threads_per_worker(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
+BUSY = "busy"  # not a run status: another process held the run
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable before the first parallel op of a process
-        pass
-
-
-def _train_one(config, seed, rows, store_root, roots) -> tuple[str, str, str | None, float | None]:
-    """In a worker: (run id, status, reason, test DSC)."""
+def _train_one(config, seed, rows, store_root, roots, progress: bool = False) -> tuple[str, str, str | None, float | None]:
+    """In a worker: (run id, status, reason, test DSC). ``progress``: a bar over the run's epochs."""
+    from study.record import RunKey
     from study.train.run import RunBusy, train_run
 
+    run_id = RunKey(config.hash, seed).id
     try:
-        record = train_run(config, seed, Store(store_root), rows=tuple(rows), roots=roots, progress=False)
+        record = train_run(config, seed, Store(store_root), rows=tuple(rows), roots=roots, progress=progress)
     except RunBusy as exc:
-        return f"{config.hash}-s{seed}", "busy", str(exc), None
+        return run_id, BUSY, str(exc), None
     except Exception as exc:  # the record holds the traceback; report the reason
-        return f"{config.hash}-s{seed}", "failed", f"{type(exc).__name__}: {exc}", None
-    return record["run_id"], record["status"], record.get("reason"), (record.get("test") or {}).get("dsc")
+        return run_id, Status.FAILED.value, f"{type(exc).__name__}: {exc}", None
+    return record.run_id, record.status.value, record.reason, record.test_dsc
 
 
 class LocalLauncher:
     def __init__(self, jobs: int = 1, threads: int | None = None):
         self.jobs = max(1, jobs)
-        self.threads = threads or _threads_per_worker(self.jobs)
+        self.threads = threads or threads_per_worker(self.jobs)
 
     def launch(self, runs: list[PlannedRun], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:
         report = LaunchReport()
         waves = [[r for r in runs if not r.is_student], [r for r in runs if r.is_student]]
         total, done = len(runs), 0
+        # On a terminal: a bar over the runs (and, one run at a time, one over each run's epochs);
+        # otherwise (a log file, CI) just the one line per finished run.
+        tty = sys.stderr.isatty()
+        bar = tqdm(total=total, desc="runs", unit="run", disable=not tty, position=0)
+        if tty:
+            log = tqdm.write
 
         def note(run: PlannedRun, status: str, reason, dsc) -> None:
             nonlocal done
             done += 1
-            if status == "completed":
+            if status == Status.COMPLETED.value:
                 report.completed.append(run.run_id)
                 log(f"[{done}/{total}] {run.run_id} {run.label}: completed, test DSC {dsc * 100:.2f}")
-            elif status == "busy":
+            elif status == BUSY:
                 report.busy.append(run.run_id)
                 log(f"[{done}/{total}] {run.run_id} {run.label}: skipped, another process is training it")
             else:
                 report.failed[run.run_id] = reason or status
                 log(f"[{done}/{total}] {run.run_id} {run.label}: {status}: {reason}")
+            bar.update(1)
 
         try:
             if self.jobs == 1:
-                _init_worker(self.threads)
+                set_threads(self.threads)
                 for wave in waves:
                     for run in wave:
-                        note(run, *_train_one(run.config, run.seed, run.rows, store.root, roots)[1:])
+                        note(run, *_train_one(run.config, run.seed, run.rows, store.root, roots, tty)[1:])
             else:
                 context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
-                                         initargs=(self.threads,)) as pool:
+                with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=init_worker,
+                                         initargs=(self.threads, os.getpid())) as pool:
                     for wave in waves:
                         futures = {pool.submit(_train_one, r.config, r.seed, r.rows, store.root, roots): r
                                    for r in wave}
@@ -85,4 +87,6 @@ class LocalLauncher:
             # Workers got the same SIGINT: each marks its own run interrupted, never completed.
             report.interrupted = True
             log("interrupted: unfinished runs are marked interrupted and resume on the next `run`")
+        finally:
+            bar.close()
         return report

@@ -53,7 +53,10 @@ import submitit.helpers
 from study.errors import ConfigError, StudyError
 from study.launch.core import LaunchReport
 from study.plan import PlannedRun
-from study.store import Store, atomic_write_bytes, atomic_write_json, read_record
+from study.record import RunKey, Status
+from study.store import Store, atomic_write_bytes, atomic_write_json
+
+BUSY = "busy"  # not a run status: another live process held the run
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds study/, variants/, paper/, slurm/
 PROFILES_DIR = Path(os.environ.get("STUDY_SLURM_PROFILES", SOURCE_ROOT / "slurm"))
@@ -283,7 +286,7 @@ def job_environment(snapshot: Snapshot, threads: int) -> list[str]:
     root = shlex.quote(str(snapshot.code_root))
     lines = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {root}"]
     if snapshot.commit:
-        lines.insert(0, f"export STUDY_GIT_COMMIT={snapshot.commit}")
+        lines.insert(0, f"export STUDY_GIT_COMMIT={shlex.quote(snapshot.commit)}")
     lines.append(f"export OMP_NUM_THREADS={threads}")
     return lines
 
@@ -312,11 +315,11 @@ def _train_task(spec: dict, store_root: str, roots: dict, threads: int, info: di
                            progress=False, launcher_info=info, log=lambda line: print(line, flush=True))
     except RunBusy as exc:
         print(f"skipped: {exc}", flush=True)
-        return {"run_id": spec["run_id"], "status": "busy", "reason": str(exc)}
-    dsc = (record.get("test") or {}).get("dsc")
-    print(f"run {record['run_id']}: {record['status']}" + (f", test DSC {dsc:.4f}" if dsc is not None else ""),
+        return {"run_id": spec["run_id"], "status": BUSY, "reason": str(exc)}
+    dsc = record.test_dsc
+    print(f"run {record.run_id}: {record.status}" + (f", test DSC {dsc:.4f}" if dsc is not None else ""),
           flush=True)
-    return {"run_id": record["run_id"], "status": record["status"], "test_dsc": dsc}
+    return {"run_id": record.run_id, "status": record.status.value, "test_dsc": dsc}
 
 
 def _slurm_env_info() -> dict:
@@ -361,12 +364,12 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 def run_spec(run: PlannedRun) -> dict:
     """Everything a job needs to train one run, JSON-native."""
-    return {"run_id": run.run_id, "config_hash": run.config.hash, "config": run.config.to_dict(),
+    return {"run_id": run.run_id, "config_hash": run.key.config_hash, "config": run.config.to_dict(),
             "seed": run.seed, "rows": list(run.rows), "label": run.label, "student": run.is_student}
 
 
 def teacher_run_id(run: PlannedRun) -> str | None:
-    return f"{run.config.teacher_config().hash}-s{run.seed}" if run.is_student else None
+    return RunKey(run.config.teacher_config().hash, run.seed).id if run.is_student else None
 
 
 def chunked(items: list, size: int) -> list[list]:
@@ -439,6 +442,11 @@ def queued_runs(store: Store, run_ids=None) -> dict[str, str]:
     return {run_id: job for run_id, job in submitted.items() if job in alive}
 
 
+def _completed(store: Store, key: RunKey) -> bool:
+    record = store.load(key)
+    return record is not None and record.completed
+
+
 class SlurmLauncher:
     """Submits planned runs as submitit job arrays and returns at once (``report.submitted``)."""
 
@@ -496,8 +504,7 @@ class SlurmLauncher:
                 report.busy.append(run.run_id)
                 log(f"  queued  {run.run_id} {run.label}: still in the queue as job {queued[run.run_id]}")
         # A job that left the queue between the plan and squeue has written its record by now.
-        todo = [r for r in runs if r.run_id not in queued
-                and (read_record(store.run_dir(*r.key)) or {}).get("status") != "completed"]
+        todo = [r for r in runs if r.run_id not in queued and not _completed(store, r.key)]
         if not todo:
             return report
 
@@ -550,32 +557,61 @@ class SbatchFiles:
     student_scripts: list[Path] = field(default_factory=list)
 
 
+def comment(text: str) -> str:
+    """Text safe inside a ``#`` comment line: no line breaks or other control characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
+
+
+PATH_OPTIONS = ("output", "error", "chdir")  # paths are always quoted
+_SBATCH_PLAIN = re.compile(r"[A-Za-z0-9_.,:/%@=+-]*")
+
+
+def sbatch_value(value: str, option: str, always_quote: bool = False) -> str:
+    """A value written into an ``#SBATCH --option=value`` line. sbatch reads these lines itself
+    (not the shell): a value with anything but plain characters is double-quoted, with ``"``
+    and ``\\`` escaped, as its directive parser expects. Control characters are refused."""
+    text = str(value)
+    if any(not ch.isprintable() for ch in text):
+        raise ConfigError(f"#SBATCH --{option}: value {text!r} holds a line break or control character")
+    if _SBATCH_PLAIN.fullmatch(text) and not always_quote:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sbatch_line(option: str, value: str | None) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", option):
+        raise ConfigError(f"#SBATCH option {option!r}: expected a long option name")
+    if value is None:
+        return f"#SBATCH --{option}"
+    return f"#SBATCH --{option}={sbatch_value(value, option, always_quote=option in PATH_OPTIONS)}"
+
+
 def _script_text(profile: ClusterProfile, *, name: str, command: str, specs: list[dict], offset: int,
                  runs_file: Path, log_dir: Path, snapshot: Snapshot, python: str, store_root: Path,
                  students: bool) -> str:
     n = len(specs)
     after = " (students: submit after their teachers, see submit.sh)" if students else ""
     lines = ["#!/bin/bash",
-             f"# Written by `{command}`.",
+             comment(f"# Written by `{command}`."),
              f"# {n} run(s), one per array task{after}.",
              "# Each task trains one run into the store, or resumes it from its last checkpoint",
-             f"# ({store_root}/runs/<config hash>-s<seed>/checkpoints/last.pt); a completed run is not redone.",
-             f"# Runs: {runs_file}",
+             comment(f"# ({store_root}/runs/<config hash>-s<seed>/checkpoints/last.pt); a completed run is not redone."),
+             comment(f"# Runs: {runs_file}"),
              "#",
              "# task  run                    row(s), dataset, seed"]
-    lines += [f"# {i:4d}  {s['run_id']:22s} {s['label']}" for i, s in enumerate(specs)]
+    lines += [comment(f"# {i:4d}  {s['run_id']:22s} {s['label']}") for i, s in enumerate(specs)]
     options = [("job-name", name), ("array", f"0-{n - 1}%{min(n, profile.array_parallelism)}")]
     options += profile.sbatch_options()
     options += [("signal", f"B:USR2@{profile.signal_delay_s}"), ("requeue", None), ("open-mode", "append"),
                 ("output", f"{log_dir}/%A_%a.out"), ("error", f"{log_dir}/%A_%a.err")]
     lines.append("")
-    lines += [f"#SBATCH --{k}" if v is None else f"#SBATCH --{k}={v}" for k, v in options]
+    lines += [sbatch_line(k, v) for k, v in options]
     lines += ["", "set -euo pipefail"]
     if profile.setup:
         lines += ["# setup (cluster profile)", *profile.setup]
     lines += ["# the code snapshot this script was written with" if snapshot.path else "# the source tree (live)",
               *job_environment(snapshot, profile.cpus_per_task)]
-    index = '"$SLURM_ARRAY_TASK_ID"' if offset == 0 else f'"$(({offset} + SLURM_ARRAY_TASK_ID))"'
+    index = '"$SLURM_ARRAY_TASK_ID"' if offset == 0 else f'"$(({int(offset)} + SLURM_ARRAY_TASK_ID))"'
     lines += [f"exec {python} -m study.launch.slurm task {shlex.quote(str(runs_file))} {index}", ""]
     return "\n".join(lines)
 
@@ -606,7 +642,7 @@ def write_sbatch(runs: list[PlannedRun], store: Store, profile: ClusterProfile, 
         "max_requeues": profile.max_requeues, "log_dir": str(log_dir), "cluster_profile": profile.name,
         "snapshot": str(snap.code_root), "snapshot_id": snap.id, "commit": snap.commit, "dirty": snap.dirty,
         "command": command, "runs": specs})
-    submit = ["#!/bin/bash", f"# Submits the arrays written by `{command}`, students after their teachers.",
+    submit = ["#!/bin/bash", comment(f"# Submits the arrays written by `{command}`, students after their teachers."),
               "set -euo pipefail", 'cd "$(dirname "$0")"']
     offset = 0
     teacher_vars = []
@@ -625,12 +661,12 @@ def write_sbatch(runs: list[PlannedRun], store: Store, profile: ClusterProfile, 
             offset += len(chunk)
             if is_students:
                 dep = ":".join(f"${v}" for v in teacher_vars)
-                submit.append(f"sbatch {'--dependency=afterany:' + dep + ' ' if dep else ''}{path.name}")
+                submit.append(f"sbatch {'--dependency=afterany:' + dep + ' ' if dep else ''}{shlex.quote(path.name)}")
             else:
                 var = f"teachers{len(teacher_vars) + 1}"
                 teacher_vars.append(var)
-                submit.append(f"{var}=$(sbatch --parsable {path.name} | cut -d';' -f1)" if students else
-                              f"sbatch {path.name}")
+                submit.append(f"{var}=$(sbatch --parsable {shlex.quote(path.name)} | cut -d';' -f1)" if students
+                              else f"sbatch {shlex.quote(path.name)}")
     files.submit_script = out_dir / "submit.sh"
     atomic_write_bytes(files.submit_script, ("\n".join(submit) + "\n").encode())
     files.submit_script.chmod(0o755)
@@ -679,7 +715,7 @@ def run_task(runs_file: str | Path, index: int) -> int:
     except KeyboardInterrupt:
         print(f"run {spec['run_id']}: interrupted; it resumes from its last checkpoint", file=sys.stderr)
         return 143
-    return 0 if result["status"] in ("completed", "busy") else 1
+    return 0 if result["status"] in (Status.COMPLETED.value, BUSY) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,9 @@
 One concept per module:
 
 * ``collect``   the store -> the cells of each table (values per seed, gaps, failed runs)
-* ``format``    printing numbers, escaping text, choosing bold / underline on printed values
+* ``format``    printing numbers, escaping text, choosing bold / underline where they mean something
+* ``counting``  Params and FLOPs of rows without runs, counted from the model (cached)
+* ``coverage``  which tables have runs of their own; the others are rendered compactly
 * ``tables``    Tables 1–7 as LaTeX (booktabs, jinja2 templates), Markdown and CSV
 * ``figure``    Fig. 2, accuracy vs params, from our runs and from the paper's numbers
 * ``compare``   every cell of the paper beside ours, with the difference and a flag

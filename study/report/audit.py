@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from study.index import CellRuns
-from study.report.collect import TableData, dataset_label, read_counts
-from study.report.format import DASH, latex_escape, markdown_escape, signed
+from study.report.collect import TableData, dataset_label
+from study.report.format import DASH, display_name, latex_escape, markdown_escape, signed
 from study.report.jinja import render
 from study.store import Store
-from study.train.metrics import per_image_dice
+from study.metrics import per_image_dice
 
 ALPHA = 0.05
 N_BOOT = 2000
@@ -50,6 +50,7 @@ ROW_BETTER = "row better"
 NO_DIFFERENCE = "no significant difference"
 NOT_COMPARED = "not compared"
 SAME_RUNS = "the same runs as ours"
+CANNOT = "Cannot be judged"
 
 
 # ---------------------------------------------------------------- statistics
@@ -159,19 +160,16 @@ def holm(pvalues: list[float]) -> list[float]:
 
 def pair_runs(store: Store, row: CellRuns, ref: CellRuns) -> tuple[Paired | None, str]:
     """The per-image counts of the seeds both cells completed, aligned by image id; or None and why."""
-    row_runs = {r["seed"]: r for r in row.completed}
-    ref_runs = {r["seed"]: r for r in ref.completed}
+    row_runs = {r.seed: r for r in row.completed}
+    ref_runs = {r.seed: r for r in ref.completed}
     seeds = sorted(set(row_runs) & set(ref_runs))
     if not seeds:
         return None, "no seed completed by both this row and ours"
     kept, ids_out, rows_out, refs_out, missing = [], [], [], [], []
     for seed in seeds:
-        paths = (row.run_dir(store, seed) / "per_image_test.csv", ref.run_dir(store, seed) / "per_image_test.csv")
-        if not all(p.is_file() for p in paths):
-            missing.append(seed)
-            continue
-        ids_r, counts_r = read_counts(paths[0])
-        ids_f, counts_f = read_counts(paths[1])
+        # Completed runs are verified: their per-image counts are the ones their records vouch for.
+        ids_r, counts_r = store.per_image(row_runs[seed], "test")
+        ids_f, counts_f = store.per_image(ref_runs[seed], "test")
         where = {i: k for k, i in enumerate(ids_r)}
         common = [i for i in ids_f if i in where]
         if not common:
@@ -259,9 +257,9 @@ def _verdict(audit: TableAudit, reference_has_runs: bool) -> str:
     skipped = [r for r in audit.rows if not r.compared and r.note != SAME_RUNS]
     not_judged = f" Not judged (no paired runs): {_names(skipped)}." if skipped else ""
     if not reference_has_runs:
-        return "Cannot be judged: ours (the reference row) has no completed run with per-image counts."
+        return f"{CANNOT}: ours (the reference row) has no completed run."
     if not compared:
-        return "Cannot be judged: no other row has runs paired with ours." + not_judged
+        return f"{CANNOT}: no other row has runs paired with ours." + not_judged
     better = [r for r in compared if r.result == ROW_BETTER]
     if better:
         return (f"Contradicted: {_names(better)} {_is(better)} significantly better than ours." + not_judged)
@@ -291,7 +289,8 @@ def audit_table(td: TableData, store: Store, n_boot: int = N_BOOT) -> list[Table
     for dataset in td.datasets:
         ref_cell = td.runs_for(td.table.reference, dataset)
         ref_row = td.row(td.table.reference)
-        audit = TableAudit(td.id, td.number, td.table.title, dataset, td.profile, ref_row.id, ref_row.name)
+        audit = TableAudit(td.id, td.number, td.table.title, dataset, td.profile, ref_row.id,
+                           display_name(ref_row.name, True))
         for row in td.rows:
             if row.id == ref_row.id:
                 continue
@@ -320,7 +319,7 @@ def audit_table(td: TableData, store: Store, n_boot: int = N_BOOT) -> list[Table
         for r in audit.rows:
             r.result = _result(r)
         ref_runs = ref_cell.completed if ref_cell else ()
-        has_counts = any((ref_cell.run_dir(store, rec["seed"]) / "per_image_test.csv").is_file() for rec in ref_runs)
+        has_counts = bool(ref_runs)  # a completed (verified) run always has its per-image counts
         audit.ours_n_seeds = len(ref_runs)
         audit.low_power = any(0 < r.n_seeds <= LOW_POWER_SEEDS for r in audit.rows)
         audit.verdict = _verdict(audit, has_counts)
@@ -381,34 +380,50 @@ def _verdict_label(a: TableAudit) -> str:
     return f"The paper's claim that {a.reference_name} is the best row: {a.verdict}"
 
 
-def render_latex(audits: list[TableAudit]) -> str:
-    sections = []
+def judged(a: TableAudit) -> bool:
+    return not a.verdict.startswith(CANNOT)
+
+
+def _numbers(numbers: list[str]) -> str:
+    if len(numbers) == 1:
+        return f"Table {numbers[0]}"
+    return "Tables " + ", ".join(numbers[:-1]) + " and " + numbers[-1]
+
+
+def unjudged_lines(audits: list[TableAudit]) -> list[str]:
+    """The audits that cannot be judged, one sentence per reason: "Tables 2, 4 and 5 (Synthetic, profile
+    smoke): no other row has runs paired with ours." """
+    groups: dict[tuple[str, str, str], list[str]] = {}
     for a in audits:
-        lines = [[latex_escape(c) for c in _cells(r)] for r in a.rows]
-        sections.append({
-            "heading": latex_escape(f"Table {a.number}: {a.title} ({dataset_label(a.dataset)}, profile {a.profile})"),
-            "reference": latex_escape(f"Ours: {a.reference_name} ({a.ours_n_seeds} completed seed(s))."),
-            "lines": lines, "verdict": latex_escape(_verdict_label(a)),
-            "low_power": a.low_power,
-        })
-    return render("audit.tex.j2", header=[latex_escape(h) for h in HEADER], sections=sections,
-                  caveats=[latex_escape(c) for c in CAVEATS],
-                  low_power_note=latex_escape(f"Few seeds (≤ {LOW_POWER_SEEDS}): the seed-level t-test has almost "
-                                              "no power here; rely on the per-image test and the interval."))
+        if not judged(a):
+            reason = a.verdict[len(CANNOT):].lstrip(": ").split(" Not judged")[0].rstrip(".")
+            groups.setdefault((reason, dataset_label(a.dataset), a.profile), []).append(a.number)
+    return [f"{_numbers(numbers)} ({data}, profile {profile}): {reason}."
+            for (reason, data, profile), numbers in groups.items()]
+
+
+def _sections(audits: list[TableAudit], escape) -> list[dict]:
+    return [{
+        "heading": escape(f"Table {a.number}: {a.title} ({dataset_label(a.dataset)}, profile {a.profile})"),
+        "reference": escape(f"Ours: {a.reference_name}, {a.ours_n_seeds} completed seed(s)."),
+        "lines": [[escape(c) for c in _cells(r)] for r in a.rows],
+        "verdict": escape(_verdict_label(a)), "low_power": a.low_power,
+    } for a in audits if judged(a)]
+
+
+LOW_POWER = (f"Few seeds (≤ {LOW_POWER_SEEDS}): the seed-level t-test has almost no power here; rely on the "
+             "per-image test and the interval.")
+
+
+def render_latex(audits: list[TableAudit]) -> str:
+    return render("audit.tex.j2", header=[latex_escape(h) for h in HEADER], sections=_sections(audits, latex_escape),
+                  caveats=[latex_escape(c) for c in CAVEATS], low_power_note=latex_escape(LOW_POWER),
+                  unjudged=[latex_escape(line) for line in unjudged_lines(audits)], any_audit=bool(audits))
 
 
 def render_markdown(audits: list[TableAudit]) -> str:
-    sections = []
-    for a in audits:
-        sections.append({
-            "heading": f"Table {a.number}: {a.title} ({dataset_label(a.dataset)}, profile {a.profile})",
-            "reference": f"Ours: {a.reference_name} ({a.ours_n_seeds} completed seed(s)).",
-            "lines": [[markdown_escape(c) for c in _cells(r)] for r in a.rows],
-            "verdict": _verdict_label(a), "low_power": a.low_power,
-        })
-    return render("audit.md.j2", header=HEADER, sections=sections, caveats=CAVEATS,
-                  low_power_note=f"Few seeds (≤ {LOW_POWER_SEEDS}): the seed-level t-test has almost no power "
-                                 "here; rely on the per-image test and the interval.")
+    return render("audit.md.j2", header=HEADER, sections=_sections(audits, markdown_escape), caveats=CAVEATS,
+                  low_power_note=LOW_POWER, unjudged=unjudged_lines(audits), any_audit=bool(audits))
 
 
 def render_csv(audits: list[TableAudit]) -> str:

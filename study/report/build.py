@@ -3,30 +3,42 @@
 ``build_report(store)`` writes into ``<store root>/report/`` by default:
 
     table1.tex ... table7.tex   the tables (or .md / .csv with another format)
-    fig2.png, fig2.pdf          accuracy vs params from our Table 1 runs
+    fig2.png, fig2.pdf          accuracy vs params from our Table 1 runs (when Table 1 has runs of its own)
     fig2_paper.png, .pdf        the same figure from the paper's numbers
-    compare.tex, compare.md     reproduced vs paper, every cell
+    compare.tex, compare.md     reproduced vs paper, every cell that can be compared
     audit.tex, audit.md         the claims audit of the ablation tables
     report.tex                  a standalone document that inputs them all
+    .report-files               the names of the files above that this report wrote
+
+The folder holds exactly one report: a file that an earlier report wrote there
+(named in its ``.report-files``) and this one did not (``--tables 1,3`` after a
+report of all seven) is removed, and the notes name it. Nothing else is ever
+removed: a file of the report's names that no report recorded is named in a
+note and left alone.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.errors import ConfigError, StudyError
 from study.report import audit as audit_mod
 from study.report import compare as compare_mod
-from study.report.collect import TableData, collect_tables, dataset_label, snapshot, table_number
+from study.report.collect import TableData, collect_table, collect_tables, dataset_label, snapshot, table_number
+from study.report.coverage import Coverage, coverage, summary
 from study.report.format import latex_escape, markdown_escape
 from study.report.jinja import render
 from study.report.tables import FORMATS, SUFFIX, render_table
 from study.store import Store
 
 FIGURE_TABLE = "table1"
+MANIFEST = ".report-files"
+PDF_BYPRODUCTS = ("report.aux", "report.log", "report.out")
 
 
 @dataclass
@@ -37,6 +49,13 @@ class ReportResult:
     audits: list = field(default_factory=list)
     pdf: Path | None = None
     notes: list[str] = field(default_factory=list)
+    coverage: dict[str, Coverage] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)  # files of an earlier report, not written this time
+
+    @property
+    def summary(self) -> list[str]:
+        """Which tables have runs, and which are shown compactly (sentences)."""
+        return summary(self.tables, self.coverage)
 
 
 def parse_tables(spec: str | None, available) -> list[str]:
@@ -90,9 +109,16 @@ def build_report(
     pdf: bool = False,
     variants: dict | None = None,
     seeds: list[int] | None = None,
+    overrides: dict | None = None,
+    cases: list[str] | None = None,
+    count: bool = True,
+    progress=None,
 ) -> ReportResult:
     """Render the report of ``store``; ``tables`` are table ids (all by default);
-    ``seeds`` restricts every table, figure and audit to those seeds' runs."""
+    ``seeds`` restricts every table, figure and audit to those seeds' runs; ``overrides`` are the
+    ``--set`` values the runs were made with (each cell holds exactly the runs they resolve to);
+    ``count``: rows without runs get their Params and FLOPs counted from the model (``counting``),
+    ``progress`` (a callable taking a line) hears about it before it starts."""
     from study.variants import load_tables
 
     if fmt not in FORMATS:
@@ -109,17 +135,42 @@ def build_report(
     result = ReportResult(out)
     if not any(True for _ in store.records()):
         result.notes.append(f"the store at {store.root} holds no runs: every cell is empty")
-    result.tables = collect_tables([variants[t] for t in ids], store, profile)
+    result.tables = collect_tables([variants[t] for t in ids], store, profile, overrides)
+    if profile == "auto":
+        result.tables = _align_empty_tables(result.tables, variants, store, overrides)
+    if count:
+        from study.report.counting import fill_counted
+
+        fill_counted(result.tables, progress=progress)
+    result.coverage = coverage(result.tables)
     for td in result.tables:
-        _write(out / f"{td.id}{SUFFIX[fmt]}", render_table(td, fmt), result.files)
+        cover = result.coverage[td.id]
+        _write(out / f"{td.id}{SUFFIX[fmt]}", render_table(td, fmt, cover.compact, cover.shared_with), result.files)
+
+    from study.report import challenge_table
+
+    challenge_lines = challenge_table.challenge_lines(result.tables)
+    if challenge_lines:  # only real-data runs carry the challenge's metrics
+        for f in ("latex", "markdown") if fmt == "latex" else ("markdown",):
+            render_challenge = challenge_table.render_latex if f == "latex" else challenge_table.render_markdown
+            _write(out / f"challenge{SUFFIX[f]}", render_challenge(challenge_lines), result.files)
 
     figures: list[Path] = []
     fig_table = next((td for td in result.tables if td.id == FIGURE_TABLE), None)
+    ours_drawn = False
     if figure and fig_table is not None:
         from study.report.figure import write_fig2
 
-        figures = write_fig2(fig_table, out)
+        ours_drawn = result.coverage[fig_table.id].own
+        figures = write_fig2(fig_table, out, ours_too=ours_drawn)
         result.files += figures
+    fig4 = None
+    if figure and fig_table is not None:
+        from study.report.fig4 import write_fig4
+
+        fig4 = write_fig4(fig_table, store, out, cases)
+        result.files += fig4.files
+        result.notes.append(fig4.note)
 
     compare_fmts = ("latex", "markdown") if fmt == "latex" else (fmt,)
     for f in compare_fmts:
@@ -135,15 +186,24 @@ def build_report(
             _write(out / f"audit{SUFFIX[f]}", renderer(result.audits), result.files)
 
     problems = _problems(result.tables)
-    figure_names = [p.name for p in figures if p.suffix == ".pdf"]
+    fig_note = _figure_note(fig_table, figure, ours_drawn)
     if fmt == "latex":
+        from study.report.figure import latex_width
+
         _write(out / "report.tex", render(
             "report.tex.j2",
             store=latex_escape(str(store.root)),
+            summary=[latex_escape(s) for s in result.summary],
+            synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
             tables=[{"file": td.id, "profile": td.profile, "number": td.number} for td in result.tables],
-            figures=figure_names,
-            figure_profile=fig_table.profile if fig_table else "",
+            figures=[{"file": p.name, "width": latex_width(_panels(p, fig_table)), "number": number,
+                      "caption": latex_escape(_figure_caption(p, fig_table))}
+                     for p, number in _numbered([p for p in figures if p.suffix == ".pdf"])],
+            figure_note=latex_escape(fig_note),
             audit=audit,
+            fig4="fig4.pdf" if fig4 is not None and fig4.files else None,
+            challenge=bool(challenge_lines),
+            fig4_caption=latex_escape(fig4.note.removeprefix("Fig. 4: ")) if fig4 is not None else "",
             problems=[latex_escape(p) for p in problems],
         ), result.files)
         if pdf:
@@ -154,12 +214,97 @@ def build_report(
         _write(out / "report.md", render(
             "report.md.j2",
             store=str(store.root), tables=parts,
-            figures=[p.name for p in figures if p.suffix == ".png"],
+            summary=result.summary,
+            synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
+            figures=[{"file": p.name, "caption": _figure_caption(p, fig_table)}
+                     for p in figures if p.suffix == ".png"],
+            figure_note=fig_note,
             problems=[markdown_escape(p) for p in problems],
+            challenge=(out / "challenge.md").read_text() if challenge_lines else "",
+            fig4="fig4.png" if fig4 is not None and fig4.files else None,
+            fig4_caption=fig4.note if fig4 is not None else "",
             compare=(out / "compare.md").read_text(),
             audit=(out / "audit.md").read_text() if audit else "",
         ), result.files)
+    written = [p.name for p in result.files] + (list(PDF_BYPRODUCTS) if result.pdf else [])
+    result.removed, untracked = tidy_folder(out, written)
+    if result.removed:
+        result.notes.append(f"removed {len(result.removed)} file(s) an earlier report wrote in {out} and this one "
+                            f"did not: {', '.join(result.removed)}")
+    if untracked:
+        result.notes.append(f"{out} also holds {', '.join(untracked)}, not written by this report and not "
+                            "recorded as an earlier report's (left alone: delete them if they are stale)")
     return result
+
+
+def _align_empty_tables(tables: list[TableData], variants: dict, store: Store, overrides) -> list[TableData]:
+    """Under ``--profile auto``, a table without a completed run takes the profile of the tables that have
+    runs (a smoke report's Table 7 is a smoke table with no runs yet, not a paper one)."""
+    ran = Counter(td.profile for td in tables if any(c.completed for c in td.cell_runs))
+    if not ran:
+        return tables
+    profile = ran.most_common(1)[0][0]
+    return [td if td.profile == profile or any(c.completed for c in td.cell_runs)
+            else collect_table(variants[td.id], store, profile, overrides) for td in tables]
+
+
+def _numbered(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Fig. 2, or Fig. 2a (ours) and 2b (the paper's)."""
+    if len(paths) == 1:
+        return [(paths[0], "2")]
+    return [(p, f"2{chr(ord('a') + k)}") for k, p in enumerate(paths)]
+
+
+def _panels(path: Path, td: TableData | None) -> int:
+    if path.stem.endswith("_paper") or td is None:
+        from study.report.figure import PAPER_DATASETS
+
+        return len(PAPER_DATASETS)
+    return max(1, len(td.datasets))
+
+
+def _figure_caption(path: Path, td: TableData | None) -> str:
+    common = ("DSC (%) against Params (M, log scale); colour: FLOPs (G, log scale, one scale for both figures); "
+              "stars: the rows marked (Ours); grey bars: ±1 std")
+    if path.stem.endswith("_paper"):
+        return f"The paper's Table 1. {common} as the paper prints it."
+    return (f"Our Table 1 runs (profile {td.profile}, mean over seeds). {common} over seeds (sample std, "
+            f"ddof = 1); Params and FLOPs as in Table 1.")
+
+
+def _figure_note(td: TableData | None, figure: bool, ours_drawn: bool) -> str:
+    if td is None or not figure or ours_drawn:
+        return ""
+    return (f"Our Fig. 2 needs runs of Table 1's models (python -m study run table1 --seeds 3 --profile "
+            f"{td.profile}): only the paper's is shown.")
+
+
+def _report_names(out: Path) -> list[str]:
+    """Files in ``out`` with a name the report writes (whatever wrote them)."""
+    pattern = re.compile(r"^(table\w+\.(tex|md|csv)|fig\d+(_paper)?\.(png|pdf)|(compare|audit|challenge)\.(tex|md|csv)"
+                         r"|report\.(tex|md|pdf|aux|log|out))$")
+    return sorted(p.name for p in out.iterdir() if p.is_file() and pattern.match(p.name))
+
+
+def tidy_folder(out: Path, written: list[str]) -> tuple[list[str], list[str]]:
+    """Remove the files an earlier report recorded in ``.report-files`` that this one did not write, and
+    record what this one wrote. Returns (removed, left alone: report-like names nobody recorded)."""
+    manifest = out / MANIFEST
+    try:
+        earlier = {line.strip() for line in manifest.read_text().splitlines() if line.strip()}
+    except OSError:
+        earlier = set()
+    keep = set(written)
+    removed = []
+    for name in sorted(earlier - keep):
+        path = out / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            continue
+        path.unlink()
+        removed.append(name)
+    untracked = [n for n in _report_names(out) if n not in keep and n not in earlier]
+    manifest.write_text("".join(f"{n}\n" for n in sorted(keep)), encoding="utf-8")
+    return removed, untracked
 
 
 def compile_pdf(tex: Path, timeout: float = 180, passes: int = 2) -> Path:

@@ -19,13 +19,14 @@ import numpy as np
 
 from study.errors import ConfigError, StudyError
 from study.index import CellRuns, table_cells
+from study.per_image import read_counts  # noqa: F401  (the report's callers read counts here)
+from study.record import Status
 from study.store import Store
 from study.variants import EXTERNAL_FOR, PROFILES, Row, Table
 
 METRICS = ("iou", "dsc")
 METRIC_LABELS = {"iou": "IoU (%)", "dsc": "DSC (%)"}
 DATASET_LABELS = {"isic2017": "ISIC 2017", "isic2018": "ISIC 2018", "ph2": "PH2", "synthetic": "Synthetic"}
-PROFILE_CHOICES = (*PROFILES, "auto")
 DDOF = 1  # the sample standard deviation, stated in every caption
 
 
@@ -110,6 +111,18 @@ class TableData:
     rows: list[RowData]
     problems: list[RunProblem]
     cell_runs: list[CellRuns]
+    overrides: dict = field(default_factory=dict)  # the --set values the runs were made with
+
+    @property
+    def overrides_text(self) -> str:
+        """``train.epochs=2, data.split=release`` (empty without overrides)."""
+        def flat(prefix, node):
+            for k, v in node.items():
+                if isinstance(v, dict):
+                    yield from flat(f"{prefix}{k}.", v)
+                else:
+                    yield f"{prefix}{k}={v}"
+        return ", ".join(flat("", self.overrides))
 
     @property
     def id(self) -> str:
@@ -158,7 +171,7 @@ class _Snapshot(Store):
 
     def __init__(self, store: Store, seeds=None):
         super().__init__(store.root)
-        records = [r for r in store.records() if seeds is None or r.get("seed") in set(seeds)]
+        records = [r for r in store.records() if seeds is None or r.seed in set(seeds)]
         object.__setattr__(self, "_records", records)
 
     def records(self):
@@ -185,23 +198,34 @@ def profile_datasets(table: Table, profile: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def profile_external(table: Table, profile: str, datasets: tuple[str, ...]) -> tuple[str, ...]:
+def profile_external(table: Table, profile: str, datasets: tuple[str, ...],
+                     overrides: dict | None = None) -> tuple[str, ...]:
     """The external evaluations the runs of ``table`` carry under ``profile`` (PH2 for Table 1's paper runs)."""
     available = [r for r in table.rows if not r.unavailable]
     if not available:
         return table.external if any(d in EXTERNAL_FOR for d in datasets) else ()
-    carried = {e for r in available for d in datasets for e in r.run_config(d, profile).data.external}
+    carried = {e for r in available for d in datasets for e in r.run_config(d, profile, overrides).data.external}
     return tuple(e for e in table.external if e in carried)
 
 
-def resolve_profile(table: Table, store: Store, profile: str = "auto") -> str:
-    """``auto``: the paper profile if any of the table's paper runs is stored, else smoke if any, else paper."""
-    if profile not in PROFILE_CHOICES:
-        raise ConfigError(f"profile: unknown {profile!r}; allowed: {', '.join(PROFILE_CHOICES)}")
+def defined_profiles(table: Table) -> tuple[str, ...]:
+    """The profiles of ``variants/base.toml``: paper and smoke first, then the user's own."""
+    names = list(table.rows[0].profiles) if table.rows else []
+    return tuple([p for p in PROFILES if p in names] + sorted(p for p in names if p not in PROFILES))
+
+
+def resolve_profile(table: Table, store: Store, profile: str = "auto", overrides: dict | None = None) -> str:
+    """``auto``: the first profile (paper, smoke, then the user's own) with a completed run of the
+    table under ``overrides``, else paper. Only completed runs count: a failed or damaged run (a
+    mistyped command) never switches a table."""
+    profiles = defined_profiles(table)
     if profile != "auto":
+        if profile not in profiles:
+            raise ConfigError(f"--profile: unknown {profile!r}; defined in variants/base.toml: "
+                              f"{', '.join(profiles)} (or auto)")
         return profile
-    for candidate in PROFILES:
-        if any(c.records for c in table_cells(table, store, candidate)):
+    for candidate in profiles:
+        if any(c.completed for c in table_cells(table, store, candidate, overrides=overrides)):
             return candidate
     return "paper"
 
@@ -217,13 +241,16 @@ def _columns(table: Table, datasets, external) -> list[Column]:
     return metric_cols + complexity if grouped else complexity + metric_cols
 
 
-def collect_table(table: Table, store: Store, profile: str = "auto") -> TableData:
-    """Every cell of ``table`` from the store, with the runs that did not complete."""
+def collect_table(table: Table, store: Store, profile: str = "auto", overrides: dict | None = None) -> TableData:
+    """Every cell of ``table`` from the store, with the runs that did not complete.
+
+    ``overrides`` are the ``--set`` values the runs were made with: the cells hold exactly
+    the runs whose configs they resolve to."""
     store = snapshot(store)
-    profile = resolve_profile(table, store, profile)
+    profile = resolve_profile(table, store, profile, overrides)
     datasets = profile_datasets(table, profile)
-    external = profile_external(table, profile, datasets)
-    cell_runs = table_cells(table, store, profile, datasets)
+    external = profile_external(table, profile, datasets, overrides)
+    cell_runs = table_cells(table, store, profile, datasets, overrides=overrides)
     rows = [RowData(r, r.id == table.reference) for r in table.rows]
     by_id = {r.id: r for r in rows}
     problems: list[RunProblem] = []
@@ -232,30 +259,25 @@ def collect_table(table: Table, store: Store, profile: str = "auto") -> TableDat
     for c in cell_runs:
         data = by_id[c.row.id]
         for m in METRICS:
-            values = [(100 * r["test"][m], f"s{r['seed']}") for r in c.completed
-                      if (r.get("test") or {}).get(m) is not None]
+            values = [(100 * r.test[m], f"s{r.seed}") for r in c.completed if r.test.get(m) is not None]
             if values:
                 data.cells[f"{c.dataset}_{m}"] = Cell(tuple(v for v, _ in values), tuple(s for _, s in values))
         for r in c.completed:
             for e in external:
-                metrics = (r.get("external") or {}).get(e) or {}
+                metrics = r.external.get(e) or {}
                 for m in METRICS:
                     if metrics.get(m) is not None:
                         pooled.setdefault((c.row.id, f"{e}_{m}"), []).append(
-                            (100 * metrics[m], f"{c.dataset}/s{r['seed']}"))
+                            (100 * metrics[m], f"{c.dataset}/s{r.seed}"))
             per_row = complexity.setdefault(c.row.id, {"params_m": [], "flops_g": []})
-            if r.get("params") is not None:
-                per_row["params_m"].append(r["params"] / 1e6)
-            if r.get("gmacs_thop") is not None:
-                per_row["flops_g"].append(float(r["gmacs_thop"]))
+            if r.params is not None:
+                per_row["params_m"].append(r.params / 1e6)
+            if r.gmacs_thop is not None:
+                per_row["flops_g"].append(float(r.gmacs_thop))
         for r in c.records:
-            if r.get("status") != "completed":
-                reason = r.get("reason") or ("in progress" if r.get("status") == "running" else "no reason recorded")
-                problems.append(RunProblem(c.row.id, c.row.name, c.dataset, int(r.get("seed", 0)),
-                                           str(r.get("status")), str(reason)))
-            elif not r.get("test"):
-                problems.append(RunProblem(c.row.id, c.row.name, c.dataset, int(r.get("seed", 0)),
-                                           "completed", "the record has no test metrics"))
+            if not r.completed:
+                reason = r.reason or ("in progress" if r.status is Status.RUNNING else "no reason recorded")
+                problems.append(RunProblem(c.row.id, c.row.name, c.dataset, r.seed, r.status.value, reason))
     for (row_id, key), values in pooled.items():
         by_id[row_id].cells[key] = Cell(tuple(v for v, _ in values), tuple(s for _, s in values))
     for row_id, quantities in complexity.items():
@@ -263,31 +285,10 @@ def collect_table(table: Table, store: Store, profile: str = "auto") -> TableDat
             if values:
                 by_id[row_id].cells[key] = Cell(tuple(values))
     return TableData(table, profile, datasets, external, _columns(table, datasets, external), rows,
-                     problems, cell_runs)
+                     problems, cell_runs, dict(overrides or {}))
 
 
-def collect_tables(tables: list[Table], store: Store, profile: str = "auto") -> list[TableData]:
+def collect_tables(tables: list[Table], store: Store, profile: str = "auto",
+                   overrides: dict | None = None) -> list[TableData]:
     store = snapshot(store)
-    return [collect_table(t, store, profile) for t in tables]
-
-
-def read_counts(path: Path) -> tuple[list[str], np.ndarray]:
-    """Image ids and their (n, 4) TP/FP/FN/TN counts from a ``per_image_<split>.csv``."""
-    path = Path(path)
-    try:
-        with path.open(newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header != ["id", "tp", "fp", "fn", "tn"]:
-                raise StudyError(f"{path}: expected the header id,tp,fp,fn,tn, got {header}")
-            ids, counts = [], []
-            for line_no, line in enumerate(reader, start=2):
-                if not line:
-                    continue
-                if len(line) != 5:
-                    raise StudyError(f"{path} line {line_no}: expected 5 fields, got {len(line)}")
-                ids.append(line[0])
-                counts.append([int(v) for v in line[1:]])
-    except ValueError as exc:
-        raise StudyError(f"{path}: a count is not an integer ({exc})") from None
-    return ids, np.asarray(counts, dtype=np.int64).reshape(-1, 4)
+    return [collect_table(t, store, profile, overrides) for t in tables]

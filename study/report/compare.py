@@ -5,6 +5,13 @@ A metric cell is flagged when the paper's value lies outside our mean ± 2 std
 cell says so. Params are compared at the paper's printed precision, FLOPs
 within the complexity check's relative tolerance, and a documented mismatch
 (``paper/mismatches.toml``) is named as such.
+
+Only runs are compared: a table trained on other data than the paper's (the
+smoke profile's synthetic set) is "not comparable", and Params / FLOPs counted
+from a model without runs are left to ``study complexity --check``. The
+rendered document lists the cells of rows with runs only, and says in a line
+which tables and rows have nothing to compare, so it stays short when there
+is little to compare.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from dataclasses import dataclass
 from study.complexity import FLOPS_TOLERANCE
 from study.paper import mismatches, number, paper_table
 from study.report.collect import METRIC_LABELS, Cell, TableData, dataset_label
-from study.report.format import DASH, fixed, latex_escape, markdown_escape, signed
+from study.report.counting import is_counted
+from study.report.format import DASH, display_name, fixed, latex_escape, markdown_escape, signed
 from study.report.jinja import render
 
 SPREAD = 2.0  # the flag: paper outside our mean ± SPREAD * std
@@ -26,6 +34,17 @@ ONE_RUN = "1 run: no std"
 NO_RUNS = "no runs"
 DIFFERS = "differs"
 DOCUMENTED = "documented mismatch"
+NOT_COMPARABLE = "not comparable"
+
+
+def comparable(td: TableData) -> bool:
+    """Our runs are on the paper's datasets (not the smoke profile's synthetic set)."""
+    return bool(td.datasets) and set(td.datasets) <= set(td.table.datasets)
+
+
+def not_comparable_flag(td: TableData) -> str:
+    data = ", ".join("synthetic" if d == "synthetic" else dataset_label(d) for d in td.datasets)
+    return f"{NOT_COMPARABLE} ({data})"
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,13 @@ def _compare_cell(td: TableData, row, col: PaperColumn, printed: dict) -> Compar
     if printed.get(f"{col.paper_key}_std"):
         text = f"{text} ± {printed[f'{col.paper_key}_std']}"
     cell = row.cells.get(col.our_key)
+    if is_counted(cell):
+        cell = None  # counted from the model, not a run: `study complexity --check` compares those
+    if col.quantity is None and not comparable(td):
+        # The paper's metric columns are on its datasets; ours on others (synthetic): nothing to compare.
+        ran = any(key.endswith(("_iou", "_dsc")) for key in row.cells)
+        return Comparison(td.table.id, row.id, display_name(row.name, row.is_reference), col, text or DASH,
+                          paper_value, None, None, not_comparable_flag(td) if ran else NO_RUNS)
     diff = None if cell is None or paper_value is None else cell.mean - paper_value
     flag, note = "", ""
     if paper_value is None:
@@ -111,7 +137,8 @@ def _compare_cell(td: TableData, row, col: PaperColumn, printed: dict) -> Compar
         if not ok:
             flag = DOCUMENTED if documented else DIFFERS
             note = documented.note if documented else ""
-    return Comparison(td.table.id, row.id, row.name, col, text or DASH, paper_value, cell, diff, flag, note)
+    return Comparison(td.table.id, row.id, display_name(row.name, row.is_reference), col, text or DASH,
+                      paper_value, cell, diff, flag, note)
 
 
 def compare_table(td: TableData) -> list[Comparison]:
@@ -128,10 +155,7 @@ def compare_table(td: TableData) -> list[Comparison]:
 
 
 def _heading(td: TableData) -> str:
-    text = f"Table {td.number}: {td.table.title} (our runs: profile {td.profile}"
-    if td.profile != "paper":
-        text += "; trained on " + ", ".join(dataset_label(d) for d in td.datasets) + ": not comparable"
-    return text + ")"
+    return f"Table {td.number}: {td.table.title} (our runs: profile {td.profile})"
 
 
 def _counts(items: list[Comparison]) -> str:
@@ -145,7 +169,7 @@ LEGEND = (f"Ours: mean ± sample std (ddof = 1) over the runs, n = their number.
           f"“{ONE_RUN}”: no std to judge by; "
           f"“{DIFFERS}”: Params differ at the paper's printed precision, or FLOPs by more than "
           f"{FLOPS_TOLERANCE:.0%} (thop convention); “{DOCUMENTED}”: a mismatch explained in "
-          f"paper/mismatches.toml; “{NO_RUNS}”: no completed run for the cell.")
+          f"paper/mismatches.toml; “{NO_RUNS}”: no completed run for the cell. Only rows with runs are listed.")
 
 
 def _blank_repeats(lines: list[list[str]]) -> None:
@@ -156,30 +180,87 @@ def _blank_repeats(lines: list[list[str]]) -> None:
         previous = name
 
 
-def render_latex(tables: list[TableData]) -> str:
-    sections = []
+def _numbers(tds: list[TableData]) -> str:
+    numbers = [td.number for td in tds]
+    if len(numbers) == 1:
+        return f"Table {numbers[0]}"
+    return "Tables " + ", ".join(numbers[:-1]) + " and " + numbers[-1]
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"“{n}”" for n in names)
+
+
+@dataclass
+class Section:
+    td: TableData
+    items: list[Comparison]  # the cells of rows with runs
+    without_runs: list[str]  # names of rows the paper prints that have no runs
+
+
+def plan(tables: list[TableData]) -> tuple[list[Section], list[str]]:
+    """The tables with something to compare (their rows with runs), and one sentence per kind of nothing."""
+    sections, incomparable, empty = [], [], []
     for td in tables:
         items = compare_table(td)
+        if not items:
+            continue
+        if not any(k.endswith(("_iou", "_dsc")) for r in td.rows for k in r.cells):
+            empty.append(td)
+            continue
+        if not comparable(td):
+            incomparable.append(td)
+            continue
+        with_runs = {c.row_id for c in items if c.ours is not None}
+        names = list(dict.fromkeys(c.row_name for c in items if c.row_id not in with_runs))
+        sections.append(Section(td, [c for c in items if c.row_id in with_runs], names))
+    nothing = []
+    if incomparable:
+        groups: dict[str, list[TableData]] = {}
+        for td in incomparable:
+            groups.setdefault(not_comparable_flag(td), []).append(td)
+        for flag, tds in groups.items():
+            profiles = ", ".join(sorted({td.profile for td in tds}))
+            nothing.append(f"{_numbers(tds)}: {flag}: trained on other data than the paper (profile {profiles}); "
+                           "their numbers check the pipeline only.")
+    if empty:
+        nothing.append(f"{_numbers(empty)}: no runs under profile "
+                       f"{', '.join(sorted({td.profile for td in empty}))}.")
+    return sections, nothing
+
+
+def _intro(sections: list[Section], nothing: list[str]) -> str:
+    if not sections:
+        return "Nothing to compare with the paper's numbers yet."
+    return LEGEND
+
+
+def render_latex(tables: list[TableData]) -> str:
+    sections, nothing = plan(tables)
+    out = []
+    for sec in sections:
         lines = [[latex_escape(c.row_name), latex_escape(c.column.label), latex_escape(c.paper),
                   latex_escape(c.ours_text), latex_escape(c.diff_text),
                   rf"\textbf{{{latex_escape(c.flag)}}}" if c.flag in (OUTSIDE, DIFFERS) else latex_escape(c.flag)]
-                 for c in items]
+                 for c in sec.items]
         _blank_repeats(lines)
-        sections.append({"heading": latex_escape(_heading(td)), "summary": latex_escape(_counts(items)),
-                         "lines": lines})
-    return render("compare.tex.j2", legend=latex_escape(LEGEND), sections=sections)
+        out.append({"heading": latex_escape(_heading(sec.td)), "summary": latex_escape(_counts(compare_table(sec.td))),
+                    "without": latex_escape(_names(sec.without_runs)), "lines": lines})
+    return render("compare.tex.j2", legend=latex_escape(_intro(sections, nothing)), sections=out,
+                  nothing=[latex_escape(n) for n in nothing])
 
 
 def render_markdown(tables: list[TableData]) -> str:
-    sections = []
-    for td in tables:
-        items = compare_table(td)
+    sections, nothing = plan(tables)
+    out = []
+    for sec in sections:
         lines = [[markdown_escape(c.row_name), c.column.label, c.paper, c.ours_text, c.diff_text,
                   f"**{c.flag}**" if c.flag in (OUTSIDE, DIFFERS) else c.flag]
-                 for c in items]
+                 for c in sec.items]
         _blank_repeats(lines)
-        sections.append({"heading": _heading(td), "summary": _counts(items), "lines": lines})
-    return render("compare.md.j2", legend=LEGEND, sections=sections)
+        out.append({"heading": _heading(sec.td), "summary": _counts(compare_table(sec.td)),
+                    "without": markdown_escape(_names(sec.without_runs)), "lines": lines})
+    return render("compare.md.j2", legend=_intro(sections, nothing), sections=out, nothing=nothing)
 
 
 def render_csv(tables: list[TableData]) -> str:

@@ -1,8 +1,9 @@
 """How numbers are printed, and which printed values are marked best and second best.
 
-Marks are chosen from the printed (rounded) values, never the raw ones, so a
-table cannot bold 88.78 over another printed 88.78: equal printed values get
-the same mark.
+Marks are chosen from the printed (rounded) values, never the raw ones, and
+only where they mean something (``rank_marks``): a mean is marked when it
+stands apart from the next by more than the larger std, an exact quantity when
+no other row prints the same value.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ def _ascii(ch: str) -> str:
 
 
 def latex_escape(text) -> str:
-    """Plain text (a row name, a failure reason) made safe for LaTeX."""
-    return "".join(_LATEX_SPECIAL.get(ch) or _ascii(ch) for ch in str(text))
+    """Plain text (a row name, a failure reason) made safe for LaTeX; "--seeds" stays two hyphens."""
+    text = str(text)
+    return "".join("-{}" if ch == "-" and text[i + 1:i + 2] == "-" else _LATEX_SPECIAL.get(ch) or _ascii(ch)
+                   for i, ch in enumerate(text))
 
 
 def markdown_escape(text) -> str:
@@ -55,18 +58,59 @@ def signed(value: float | None, decimals: int) -> str | None:
     return text if text.startswith("-") or float(text) == 0 else f"+{text}"
 
 
-def rank_marks(printed: list[str | None], higher_is_better: bool) -> list[str | None]:
-    """BEST / SECOND / None for each printed value, by dense rank of the printed numbers.
+MARK_RULE = ("Bold: best, {second}: second best, only where they stand apart: a mean when it differs from the "
+             "next-ranked mean by more than the larger of the two stds (a one-run cell, without std, never), "
+             "Params and FLOPs when no other row prints the same value.")
 
-    Rows without a value get no mark. Fewer than two distinct printed values
-    mark nothing: when every row prints the same number there is no best.
+
+def rank_marks(printed: list[str | None], higher_is_better: bool,
+               spreads: list[str | None] | None = None) -> list[str | None]:
+    """BEST / SECOND / None for each printed value: a mark only where it means something.
+
+    Values are compared as printed (rounded), so the reader can check every mark.
+
+    * Exact quantities (``spreads`` None: Params, FLOPs): the best value is
+      marked when no other row prints it, the second likewise; a value shared
+      by several rows (seven models at 0.034 M) is never marked.
+    * Mean ± std cells (``spreads`` the printed stds, None where a cell has
+      one run): the top-ranked row is marked best when its mean differs from
+      the next-ranked mean by more than the larger of the two stds; the next
+      is marked second when the best is marked and it stands apart from the
+      third in the same way. A cell without a std is never marked and never
+      lets a neighbour be marked: nothing can be said about the difference.
+
+    The second best needs the best marked and a third row to stand apart from,
+    and rows without a value get no mark.
     """
-    distinct = sorted({float(p) for p in printed if p is not None}, reverse=higher_is_better)
-    if len(distinct) < 2:
-        return [None] * len(printed)
-    first, second = distinct[0], distinct[1]
-    marks = []
-    for p in printed:
-        value = None if p is None else float(p)
-        marks.append(BEST if value == first else SECOND if value == second else None)
+    ranked = sorted((i for i, p in enumerate(printed) if p is not None),
+                    key=lambda i: float(printed[i]), reverse=higher_is_better)
+    marks: list[str | None] = [None] * len(printed)
+    if len(ranked) < 2:
+        return marks
+
+    def apart(a: int, b: int) -> bool:
+        if spreads is None:  # exact numbers: apart when they print differently
+            return float(printed[a]) != float(printed[b])
+        if spreads[a] is None or spreads[b] is None:
+            return False
+        return abs(float(printed[a]) - float(printed[b])) > max(float(spreads[a]), float(spreads[b]))
+
+    def alone(k: int) -> bool:
+        """Rank ``k`` differs from its neighbours in the ranking (exact) or stands apart from the next (spread)."""
+        if spreads is None:
+            return all(apart(ranked[k], ranked[j]) for j in (k - 1, k + 1) if 0 <= j < len(ranked))
+        return k + 1 < len(ranked) and apart(ranked[k], ranked[k + 1])
+
+    if alone(0):
+        marks[ranked[0]] = BEST
+        if len(ranked) >= 3 and alone(1):
+            marks[ranked[1]] = SECOND
     return marks
+
+
+OURS = "(Ours)"
+
+
+def display_name(name: str, is_reference: bool) -> str:
+    """A row's printed name: the table's chosen row (its reference) always says "(Ours)", as the paper's do."""
+    return f"{name} {OURS}" if is_reference and OURS.lower() not in name.lower() else name

@@ -9,12 +9,15 @@ in the harness's format and, when per-image counts are given, a
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from study.store import Store, atomic_write_bytes, atomic_write_json
-from study.train.metrics import PooledMetrics
+from study.per_image import counts_csv
+from study.record import Counts, RunKey, RunRecord, Status
+from study.store import Store, atomic_write_bytes
+from study.metrics import PooledMetrics
 from study.variants import Row, Table
 
 PIXELS = 64 * 64  # pixels per constructed image
@@ -33,11 +36,6 @@ def counts_for_dice(dice: np.ndarray, foreground: int = 1000, pixels: int = PIXE
     if (tn < 0).any():
         raise ValueError("counts_for_dice: Dice too low for the image size")
     return np.stack([tp, errors, errors, tn], axis=1)
-
-
-def write_counts(path: Path, ids, counts: np.ndarray) -> None:
-    lines = ["id,tp,fp,fn,tn"] + [f"{i},{a},{b},{c},{d}" for i, (a, b, c, d) in zip(ids, np.asarray(counts).tolist())]
-    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode())
 
 
 def write_run(
@@ -64,15 +62,15 @@ def write_run(
     ``external`` maps a dataset to its metrics dict, e.g. {"ph2": {"iou": .., "dsc": ..}}.
     """
     config = row.run_config(dataset, profile)
-    run_dir = store.run_dir(config.hash, seed)
+    key = RunKey(config.hash, seed)
     record = {
-        "run_id": f"{config.hash}-s{seed}", "config_hash": config.hash, "seed": seed, "status": status,
+        "run_id": key.id, "config_hash": config.hash, "seed": seed, "status": status,
         "reason": reason, "rows": [row.id], "config": config.to_dict(), "epochs_done": config.train.epochs,
     }
-    if status == "completed":
+    pooled = {}
+    if status == Status.COMPLETED.value:
         if counts is not None:
             ids = ids if ids is not None else [f"img{i:04d}" for i in range(len(counts))]
-            write_counts(run_dir / "per_image_test.csv", ids, counts)
             test = PooledMetrics.from_counts(counts).as_dict()
         else:
             if dsc is None and iou is None:
@@ -80,10 +78,31 @@ def write_run(
             dsc = dsc if dsc is not None else 2 * iou / (1 + iou)
             iou = iou if iou is not None else dsc / (2 - dsc)
             test = {"iou": iou, "dsc": dsc}
+            ids, counts = ["pooled"], _counts_near(dsc)  # one row standing for the pooled matrix
+        pooled["test"] = _write_split(store, key, "test", ids, counts)
+        for name, metrics in (external or {}).items():
+            pooled[name] = _write_split(store, key, name, ["pooled"], _counts_near(metrics.get("dsc", 0.9)))
+        atomic_write_bytes(store.model_path(key), b"constructed run: no weights\n")
         record.update(test=test, external=external or {}, params=params, gmacs_thop=gmacs, wall_time_s=1.0,
                       selection={"mode": "paper", "split": "test", "epoch": config.train.epochs})
-    atomic_write_json(run_dir / "record.json", record)
-    return run_dir
+    typed = replace(RunRecord.from_json(record, "constructed record"), pooled=pooled)
+    if typed.completed:
+        typed = store.seal(typed, list(pooled))
+    store.write_record(typed)
+    return store.run_dir(key)
+
+
+def _counts_near(dsc: float) -> np.ndarray:
+    """One image's TP/FP/FN/TN whose Dice is ``dsc`` to about 1e-9."""
+    tp = 10**9
+    errors = int(round(2 * tp * (1 - dsc) / max(dsc, 1e-6)))
+    return np.array([[tp, errors // 2, errors - errors // 2, 10**10]], dtype=np.int64)
+
+
+def _write_split(store: Store, key: RunKey, split: str, ids, counts) -> Counts:
+    atomic_write_bytes(store.per_image_path(key, split), counts_csv(ids, counts))
+    total = np.asarray(counts, dtype=np.int64).reshape(-1, 4).sum(0)
+    return Counts(*(int(v) for v in total), len(ids))
 
 
 def _rng(*tags) -> np.random.Generator:

@@ -1,9 +1,14 @@
 """Tables 1–7 rendered from collected cells: LaTeX (booktabs), Markdown and CSV.
 
 Every format prints the same cells: mean ± sample std over seeds (ddof = 1),
-"–" where a cell has no completed run, the best printed value of each column
-bold and the second best underlined (italic in Markdown), and a caption that
-states the profile, the number of seeds and the std's ddof.
+"–" where a cell has no completed run, the best value of each column bold and
+the second best underlined (italic in Markdown) where they stand apart
+(``format.rank_marks``), and a caption that states the profile, the number of
+seeds, the std's ddof and the marking rule. Params and FLOPs of a row without
+runs are counted from its model (``counting``) and marked "*".
+
+A table without runs of its own (``coverage``) is rendered compactly: Model,
+Params and FLOPs, and a short caption.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ import io
 from dataclasses import dataclass
 
 from study.report.collect import DDOF, Cell, Column, TableData, dataset_label
-from study.report.format import BEST, DASH, SECOND, fixed, latex_escape, markdown_escape, rank_marks
+from study.report.counting import COUNT_SIZE, is_counted
+from study.report.format import (
+    BEST, DASH, MARK_RULE, SECOND, display_name, fixed, latex_escape, markdown_escape, rank_marks,
+)
 from study.report.jinja import render
 
 FORMATS = ("latex", "markdown", "csv")
 SUFFIX = {"latex": ".tex", "markdown": ".md", "csv": ".csv"}
 UNAVAILABLE_MARK = "†"
+COUNTED_MARK = "*"
+COMPLEXITY = f"Params (M) and FLOPs (G, thop MACs at 1×3×{COUNT_SIZE}×{COUNT_SIZE})"
 
 
 @dataclass(frozen=True)
@@ -26,18 +36,30 @@ class PrintedCell:
     text: str | None  # "79.82 ± 0.73"; None for no data
     mark: str | None  # BEST, SECOND or None
     n_note: int | None  # the cell's number of runs, when it differs from the caption's
+    counted: bool = False  # Params / FLOPs counted from the model, not read from a run
 
 
 def _printed_mean(cell: Cell | None, column: Column) -> str | None:
     return None if cell is None else fixed(cell.mean, column.decimals)
 
 
-def printed_cells(td: TableData) -> list[list[PrintedCell]]:
-    """The printed cells, row by row, with marks chosen on the printed means."""
-    grid = [[None] * len(td.columns) for _ in td.rows]
-    for j, col in enumerate(td.columns):
+def _printed_std(cell: Cell | None, column: Column) -> str | None:
+    return None if cell is None or cell.std is None else fixed(cell.std, column.decimals)
+
+
+def visible_columns(td: TableData, compact: bool = False) -> list[Column]:
+    """Every column, or Params and FLOPs only for a compact table."""
+    return [c for c in td.columns if c.kind == "complexity"] if compact else list(td.columns)
+
+
+def printed_cells(td: TableData, compact: bool = False) -> list[list[PrintedCell]]:
+    """The printed cells, row by row, with marks chosen on the printed values (none in a compact table)."""
+    columns = visible_columns(td, compact)
+    grid = [[None] * len(columns) for _ in td.rows]
+    for j, col in enumerate(columns):
         means = [_printed_mean(r.cells.get(col.key), col) for r in td.rows]
-        marks = rank_marks(means, col.higher_is_better)
+        spreads = [_printed_std(r.cells.get(col.key), col) for r in td.rows] if col.spread else None
+        marks = [None] * len(td.rows) if compact else rank_marks(means, col.higher_is_better, spreads)
         typical = td.typical_n(col.kind)
         for i, r in enumerate(td.rows):
             cell = r.cells.get(col.key)
@@ -45,10 +67,10 @@ def printed_cells(td: TableData) -> list[list[PrintedCell]]:
                 grid[i][j] = PrintedCell(None, None, None)
                 continue
             text = means[i]
-            if col.spread and cell.std is not None:
-                text = f"{text} ± {fixed(cell.std, col.decimals)}"
+            if col.spread and spreads[i] is not None:
+                text = f"{text} ± {spreads[i]}"
             n_note = cell.n if col.spread and cell.n != typical else None
-            grid[i][j] = PrintedCell(text, marks[i], n_note)
+            grid[i][j] = PrintedCell(text, marks[i], n_note, is_counted(cell) and not compact)
     return grid
 
 
@@ -56,19 +78,64 @@ def _runs_phrase(n: int, what: str) -> str:
     return f"one {what} (no std)" if n == 1 else f"n = {n} {what}s"
 
 
-def caption_sentences(td: TableData, markdown: bool = False) -> list[str]:
-    """The caption as plain Unicode sentences (escaped later for LaTeX)."""
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def title_sentence(td: TableData) -> str:
+    """The paper's title with the data of our runs; where they are not the paper's, both are named."""
     table = td.table
-    where = ", ".join(dataset_label(d) for d in td.datasets)
-    if td.external:
-        where += "; external: " + ", ".join(dataset_label(e) for e in td.external)
-    out = [f"{table.title} ({where})."]
+    paper = [dataset_label(d) for d in (*table.datasets, *table.external)]
+    ours = [dataset_label(d) for d in (*td.datasets, *td.external)]
+    if not td.datasets or set(td.datasets) == set(table.datasets):
+        where = ", ".join(dataset_label(d) for d in td.datasets)
+        if td.external:
+            where += "; external: " + ", ".join(dataset_label(e) for e in td.external)
+        return f"{table.title} ({where})." if where else f"{table.title}."
+    return f"{table.title} (in the paper: {_and(paper)}; these runs: {_and(ours)})."
+
+
+def _run_command(td: TableData) -> str:
+    return f"python -m study run {td.id} --seeds 3 --profile {td.profile}"
+
+
+def compact_caption(td: TableData, shared_with: tuple[str, ...] = ()) -> list[str]:
+    """The caption of a table without runs of its own: what it shows, and how to fill it."""
+    data = ", ".join(dataset_label(d) for d in td.datasets)
+    out = [f"{td.table.title}."]
+    shared = [r for r in td.rows if any(c.kind != "complexity" and c.key in r.cells for c in td.columns)]
+    if shared:
+        names = _and([f"“{display_name(r.name, r.is_reference)}”" for r in shared])
+        where = (" " + ("Table " if len(shared_with) == 1 else "Tables ") + _and(list(shared_with))
+                 if shared_with else " another table")
+        verb = "shares" if len(shared) == 1 else "share"
+        out.append(f"No runs of its own under profile {td.profile} ({data}): {names} {verb} the runs of{where}, "
+                   f"shown there.")
+    else:
+        out.append(f"No runs under profile {td.profile} ({data}) yet: {_run_command(td)} fills it.")
+    if td.overrides:
+        out.append(f"Runs looked up with the overrides {td.overrides_text}.")
+    out.append(f"{COMPLEXITY} of each row's model: counted from the model, or read from its runs.")
+    if any(r.unavailable for r in td.rows):
+        out.append(f"{UNAVAILABLE_MARK}: model not registered yet.")
+    return out
+
+
+def caption_sentences(td: TableData, markdown: bool = False, compact: bool = False,
+                      shared_with: tuple[str, ...] = ()) -> list[str]:
+    """The caption as plain Unicode sentences (escaped later for LaTeX)."""
+    if compact:
+        return compact_caption(td, shared_with)
+    out = [title_sentence(td)]
     setup = _setup(td)
     if td.profile == "paper":
         out.append(f"Profile paper: the paper's protocol{setup}.")
     else:
         out.append(f"Profile {td.profile}{setup}: these numbers check the pipeline and are not "
                    "comparable to the paper's.")
+    if td.overrides:
+        out.append(f"Runs made with the overrides {td.overrides_text} (not the paper's protocol where they "
+                   "change it).")
     n_metric = td.typical_n("metric")
     if n_metric is None:
         out.append("No completed run of this table is stored yet.")
@@ -86,9 +153,16 @@ def caption_sentences(td: TableData, markdown: bool = False) -> list[str]:
         out.append(text + ".")
         if any(pc.n_note is not None for row in printed_cells(td) for pc in row):
             out.append("A cell that holds a different number of runs says so (n=k).")
-    out.append("Params (M) and FLOPs (G, thop MACs at 1×3×256×256) measured on the runs.")
-    second = "italic" if markdown else "underline"
-    out.append(f"Bold: best, {second}: second best, chosen on the printed values (ties marked alike).")
+    counted = [r for r in td.rows if is_counted(r.cells.get("params_m")) or is_counted(r.cells.get("flops_g"))]
+    from_runs = [r for r in td.rows if r.cells.get("params_m") is not None and r not in counted]
+    if counted and not from_runs:
+        out.append(f"{COMPLEXITY} counted from each row's model.")
+    elif counted:
+        out.append(f"{COMPLEXITY} measured on the runs; {COUNTED_MARK}: counted from the row's model "
+                   "(no completed run).")
+    else:
+        out.append(f"{COMPLEXITY} measured on the runs.")
+    out.append(MARK_RULE.format(second="italic" if markdown else "underline"))
     gaps = f"{DASH}: no completed run."
     if any(r.unavailable for r in td.rows):
         gaps += f" {UNAVAILABLE_MARK}: model not registered yet."
@@ -99,7 +173,7 @@ def caption_sentences(td: TableData, markdown: bool = False) -> list[str]:
 def _setup(td: TableData) -> str:
     for row in td.table.rows:
         if not row.unavailable and td.datasets:
-            cfg = row.run_config(td.datasets[0], td.profile)
+            cfg = row.run_config(td.datasets[0], td.profile, td.overrides)
             return f", {cfg.data.size}×{cfg.data.size}, {cfg.train.epochs} epochs"
     return ""
 
@@ -120,6 +194,8 @@ def _latex_cell(pc: PrintedCell) -> str:
         text = rf"\underline{{{text}}}"
     if pc.n_note is not None:
         text += rf"$^{{n={pc.n_note}}}$"
+    if pc.counted:
+        text += rf"$^{COUNTED_MARK}$"
     return text
 
 
@@ -133,6 +209,8 @@ def _markdown_cell(pc: PrintedCell) -> str:
         text = f"_{text}_"
     if pc.n_note is not None:
         text += f" (n={pc.n_note})"
+    if pc.counted:
+        text += COUNTED_MARK
     return text
 
 
@@ -143,7 +221,7 @@ def _arrow(col: Column, latex: bool) -> str:
 
 
 def _row_name(row, escape) -> str:
-    return escape(row.name) + (escape(UNAVAILABLE_MARK) if row.unavailable else "")
+    return escape(display_name(row.name, row.is_reference)) + (escape(UNAVAILABLE_MARK) if row.unavailable else "")
 
 
 def _groups(columns: list[Column]) -> list[tuple[str, int, int]]:
@@ -157,29 +235,30 @@ def _groups(columns: list[Column]) -> list[tuple[str, int, int]]:
     return out
 
 
-def render_latex(td: TableData) -> str:
-    grid = printed_cells(td)
-    ncols = len(td.columns)
+def render_latex(td: TableData, compact: bool = False, shared_with: tuple[str, ...] = ()) -> str:
+    grid = printed_cells(td, compact)
+    columns = visible_columns(td, compact)
+    ncols = len(columns)
     header_top, cmidrules = None, ""
-    if td.grouped:
+    if td.grouped and not compact:
         header_top = ["Model"]
-        for label, start, span in _groups(td.columns):
+        for label, start, span in _groups(columns):
             if label:
                 header_top.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}")
             else:
-                col = td.columns[start]
+                col = columns[start]
                 header_top.append(f"{latex_escape(col.label)} {_arrow(col, True)}")
         cmidrules = " ".join(rf"\cmidrule(lr){{{start + 2}-{start + span + 1}}}"
-                             for label, start, span in _groups(td.columns) if label)
-        header = [""] + [f"{latex_escape(c.label)} {_arrow(c, True)}" if c.group else "" for c in td.columns]
+                             for label, start, span in _groups(columns) if label)
+        header = [""] + [f"{latex_escape(c.label)} {_arrow(c, True)}" if c.group else "" for c in columns]
     else:
-        header = ["Model"] + [f"{latex_escape(c.label)} {_arrow(c, True)}" for c in td.columns]
+        header = ["Model"] + [f"{latex_escape(c.label)} {_arrow(c, True)}" for c in columns]
     body = [[_row_name(r, latex_escape)] + [_latex_cell(pc) for pc in cells] for r, cells in zip(td.rows, grid)]
     return render(
         "table.tex.j2",
         table_id=td.id,
         number=td.number,
-        caption=" ".join(latex_escape(s) for s in caption_sentences(td)),
+        caption=" ".join(latex_escape(s) for s in caption_sentences(td, compact=compact, shared_with=shared_with)),
         colspec="l" + "c" * ncols,
         header_top=header_top,
         cmidrules=cmidrules,
@@ -189,30 +268,32 @@ def render_latex(td: TableData) -> str:
     )
 
 
-def render_markdown(td: TableData) -> str:
-    grid = printed_cells(td)
+def render_markdown(td: TableData, compact: bool = False, shared_with: tuple[str, ...] = ()) -> str:
+    grid = printed_cells(td, compact)
+    columns = visible_columns(td, compact)
     header = ["Model"] + [
         f"{markdown_escape(c.group + ' ' if c.group else '')}{markdown_escape(c.label)} {_arrow(c, False)}"
-        for c in td.columns
+        for c in columns
     ]
     body = [[_row_name(r, markdown_escape)] + [markdown_escape(_markdown_cell(pc)) for pc in cells]
             for r, cells in zip(td.rows, grid)]
     return render(
         "table.md.j2",
         number=td.number,
-        caption=" ".join(caption_sentences(td, markdown=True)),
+        caption=" ".join(caption_sentences(td, markdown=True, compact=compact, shared_with=shared_with)),
         header=header,
-        align=["---"] + ["---:"] * len(td.columns),
+        align=["---"] + ["---:"] * len(columns),
         body=body,
         problems=[markdown_escape(p) for p in problem_lines(td)],
     )
 
 
 def render_csv(td: TableData) -> str:
-    """One line per row: each metric's mean, std and n (printed units, unrounded), Params and FLOPs."""
+    """One line per row: each metric's mean, std and n (printed units, unrounded), Params and FLOPs
+    with where they come from (``runs``, ``counted`` from the model, or empty)."""
     fields = ["table", "profile", "row_id", "name", "reference", "unavailable"]
     for c in td.columns:
-        fields += [c.key] + ([f"{c.key}_std", f"{c.key}_n"] if c.spread else [])
+        fields += [c.key] + ([f"{c.key}_std", f"{c.key}_n"] if c.spread else [f"{c.key}_source"])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -225,15 +306,19 @@ def render_csv(td: TableData) -> str:
             if c.spread:
                 line[f"{c.key}_std"] = "" if cell is None or cell.std is None else round(cell.std, 6)
                 line[f"{c.key}_n"] = 0 if cell is None else cell.n
+            else:
+                line[f"{c.key}_source"] = "" if cell is None else "counted" if is_counted(cell) else "runs"
         writer.writerow(line)
     return buffer.getvalue()
 
 
-def render_table(td: TableData, fmt: str = "latex") -> str:
+def render_table(td: TableData, fmt: str = "latex", compact: bool = False, shared_with: tuple[str, ...] = ()) -> str:
+    """``td`` in ``fmt``; ``compact``: Params and FLOPs only, for a table without runs of its own
+    (``shared_with``: the tables whose runs its rows share). CSV is always complete."""
     if fmt == "latex":
-        return render_latex(td)
+        return render_latex(td, compact, shared_with)
     if fmt == "markdown":
-        return render_markdown(td)
+        return render_markdown(td, compact, shared_with)
     if fmt == "csv":
         return render_csv(td)
     from study.errors import ConfigError

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from study.config import RunConfig
 from study.data import SegmentationDataset, SyntheticSpec, TransformConfig, carve_holdout, ensure_split, prepare_cache
+from study.data.split import Holdout, split_from_release
+from study.errors import DataError
 from study.data.transforms import compute_norm_stats
 
 
@@ -19,9 +21,38 @@ class RunData:
     provenance: dict = field(default_factory=dict)
 
 
-def _cache(name: str, config: RunConfig, roots: dict[str, str]):
+def _cache(name: str, config: RunConfig, roots: dict[str, str], include_test: bool = False):
     spec = SyntheticSpec(count=config.data.synthetic_count, seed=config.data.synthetic_seed)
-    return prepare_cache(name, roots.get(name), size=config.data.size, synthetic=spec)
+    return prepare_cache(name, roots.get(name), size=config.data.size, synthetic=spec, include_test=include_test,
+                         skip_bad=config.data.skip_bad)
+
+
+def _skipped(cache) -> list[dict]:
+    return [{"id": b["id"], "problem": b["problem"]} for b in cache.meta.get("skipped") or []]
+
+
+def _partition(config: RunConfig, seed: int, cache):
+    """(split, selection holdout or None, provenance of the split)."""
+    d = config.data
+    if d.split == "release":
+        if d.dataset == "synthetic":
+            raise DataError("data.split = \"release\": the synthetic dataset has no release partition; "
+                            "expected isic2017 or isic2018")
+        release = split_from_release(d.dataset, dict(zip(cache.ids, cache.meta["parts"])))
+        split, holdout = release.split, None
+        if config.train.selection == "holdout":
+            if release.validation:  # the release's Validation part selects
+                holdout = Holdout(split.train, release.validation, d.split_seed, 0.0,
+                                  "the release's Validation part")
+            else:  # Validation is the test part: carve the holdout from Training
+                holdout = carve_holdout(split.train, fraction=d.holdout_fraction, seed=d.split_seed)
+        return split, holdout, {**release.describe(), "manifest": None, "seed": None}
+    split, manifest, _ = ensure_split(d.dataset, cache.ids, seed=d.split_seed, train_fraction=d.train_fraction)
+    holdout = None
+    if config.train.selection == "holdout":
+        holdout = carve_holdout(split.train, fraction=d.holdout_fraction, seed=d.split_seed)
+    return split, holdout, {"manifest": str(manifest), "train": len(split.train), "test": len(split.test),
+                            "seed": split.seed, "method": split.method}
 
 
 def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = None) -> RunData:
@@ -32,12 +63,9 @@ def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = 
     """
     roots = roots or {}
     d = config.data
-    cache = _cache(d.dataset, config, roots)
-    split, manifest, _ = ensure_split(d.dataset, cache.ids, seed=d.split_seed, train_fraction=d.train_fraction)
-    fit_ids, holdout = split.train, None
-    if config.train.selection == "holdout":
-        holdout = carve_holdout(split.train, fraction=d.holdout_fraction, seed=d.split_seed)
-        fit_ids = holdout.fit
+    cache = _cache(d.dataset, config, roots, include_test=d.split == "release")
+    split, holdout, split_info = _partition(config, seed, cache)
+    fit_ids = holdout.fit if holdout is not None else split.train
     transforms = TransformConfig(normalization=d.normalization, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation)
     norm = compute_norm_stats(cache.images(), cache.indices(fit_ids)) if d.normalization == "official" else None
     evaluation = transforms.for_evaluation()
@@ -52,11 +80,12 @@ def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = 
         selection, selection_split = test, "test"
     elif config.train.selection == "holdout":
         selection, selection_split = eval_set(cache, holdout.holdout), "holdout"
-    external = {name: eval_set(_cache(name, config, roots)) for name in d.external}
+    external_caches = [(name, _cache(name, config, roots)) for name in d.external]
+    external = {name: eval_set(c) for name, c in external_caches}
     provenance = {
         "train": train.describe(),
-        "split": {"manifest": str(manifest), "train": len(split.train), "test": len(split.test),
-                  "seed": split.seed, "method": split.method},
+        "split": split_info,
+        "skipped": {name: _skipped(c) for name, c in [(d.dataset, cache)] + external_caches if _skipped(c)},
         "holdout": None if holdout is None else {"fit": len(holdout.fit), "holdout": len(holdout.holdout),
                                                  "method": holdout.method},
         "external": {name: ds.describe() for name, ds in external.items()},

@@ -8,9 +8,6 @@ computed later without rerunning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
 THRESHOLD = 0.5
@@ -27,37 +24,5 @@ def confusion_counts(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([tp, fp, fn, tn], dim=1).long()
 
 
-@dataclass(frozen=True)
-class PooledMetrics:
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-    @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "PooledMetrics":
-        tp, fp, fn, tn = (int(v) for v in np.asarray(counts, dtype=np.int64).reshape(-1, 4).sum(0))
-        return cls(tp, fp, fn, tn)
-
-    @staticmethod
-    def _ratio(num: int, den: int) -> float:
-        return num / den if den else float("nan")
-
-    def as_dict(self) -> dict[str, float]:
-        tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
-        return {
-            "iou": self._ratio(tp, tp + fp + fn),
-            "dsc": self._ratio(2 * tp, 2 * tp + fp + fn),
-            "accuracy": self._ratio(tp + tn, tp + fp + fn + tn),
-            "sensitivity": self._ratio(tp, tp + fn),
-            "specificity": self._ratio(tn, tn + fp),
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-        }
-
-
-def per_image_dice(counts: np.ndarray) -> np.ndarray:
-    """Dice of each image from its counts; an image with no foreground anywhere scores 1."""
-    counts = np.asarray(counts, dtype=np.float64)
-    tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]
-    den = 2 * tp + fp + fn
-    return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 1.0)
+# Scores from counts are torch-free, shared with the report and the store.
+from study.metrics import PooledMetrics, per_image_dice, pooled_scores  # noqa: E402,F401

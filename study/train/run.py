@@ -1,52 +1,40 @@
-"""One run: train, checkpoint every epoch, resume, select, evaluate, record.
+"""One run from the store's side: claim it, train it (study.train.loop), record what happened.
 
-Determinism: every random stream derives from the run seed. The model's
-initial weights from (seed, "init"); each epoch's batch order, augmentations
-and torch RNG from (seed, epoch). Nothing random carries from one epoch to the
-next except through the weights and optimizer state that the checkpoint holds,
-so a run killed at any point and resumed from its last checkpoint ends with
-bit-identical metrics on CPU.
+``train_run`` is the one entry point every launcher and the search use. It
+holds the run's lease while it trains, turns SIGTERM into a recorded
+interruption, and writes the record: ``running`` while it trains, then
+``completed`` (sealed with the digests of its files), ``failed`` with the
+reason, or ``interrupted`` (resumable). A config or data-root error found
+before training leaves no run folder behind.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import platform
-import random
+import shutil
 import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-import study
 from study.config import RunConfig
-from study.errors import StudyError
-from study.store import RunLock, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_record
-from study.train.data import RunData, build_run_data
-from study.train.losses import bce_dice_loss
-from study.train.metrics import PooledMetrics, confusion_counts
-from study.train.objective import Objective
-
-EVAL_BATCH = 16
-
-
-class RunFailed(StudyError):
-    """The run cannot go on (non-finite loss, missing teacher, ...); recorded as failed."""
+from study.errors import ConfigError, DataError, StudyError
+from study.lease import RunLease
+from study.record import RunKey, RunRecord, Status
+from study.store import Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
+from study.train.provenance import git_commit, versions
+from study.train.outputs import evaluate_split
 
 
 class RunBusy(StudyError):
-    """Another live process holds this run's lock."""
+    """Another live process holds this run's lease."""
 
 
 class RunStopped(StudyError):
@@ -54,127 +42,31 @@ class RunStopped(StudyError):
     as interrupted, so the run stays resumable."""
 
 
-def derive_seed(seed: int, *tags) -> int:
-    text = ":".join(str(t) for t in (seed, *tags))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _git_commit() -> str | None:
-    override = os.environ.get("STUDY_GIT_COMMIT")  # set by the SLURM snapshot
-    if override:
-        return override
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(study.__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _versions() -> dict:
-    import numpy
-    import thop
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "study": study.__version__, "thop": getattr(thop, "__version__", "unknown")}
-
-
 @dataclass
 class RunContext:
     """Where a run lives and how it reports; built by ``train_run``."""
 
     config: RunConfig
-    seed: int
+    key: RunKey
     store: Store
-    run_dir: Path
+    lease: RunLease
     progress: bool
     log: object = None  # callable(str) for one line per epoch, or None
     epoch_callback: object = None  # callable(epoch, entry); may raise RunStopped
 
-
-def _loader(dataset, batch_size, shuffle, seed=None) -> DataLoader:
-    generator = None
-    if shuffle:
-        generator = torch.Generator().manual_seed(seed)
-    # num_workers=0: the augmentation stream then lives in this process and is
-    # reseeded per epoch, which is what makes resume exact.
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+    def check_lease(self) -> None:
+        if self.lease.lost:
+            raise RunLost(f"run {self.key.id}: this process's lease was taken over by another; it stops "
+                          "without writing to the run")
 
 
-@torch.no_grad()
-def evaluate(model, dataset, device: str = "cpu") -> tuple[float, np.ndarray]:
-    """(mean per-image BCE + Dice loss, per-image TP/FP/FN/TN counts) on ``dataset``.
+def check_data_roots(config: RunConfig, roots: dict[str, str]) -> None:
+    """Fail at once, before anything is written, if a real dataset is not configured."""
+    from study.data import REAL_DATASETS, resolve_root
 
-    The loss is averaged per image, as the official code's batch-size-1 test
-    loader does.
-    """
-    model.eval()
-    losses, counts = [], []
-    for images, masks in _loader(dataset, EVAL_BATCH, shuffle=False):
-        images, masks = images.to(device), masks.to(device)
-        logits = model.forward_logits(images)
-        for i in range(images.shape[0]):
-            losses.append(float(bce_dice_loss(logits[i:i + 1], masks[i:i + 1])))
-        counts.append(confusion_counts(torch.sigmoid(logits), masks).cpu().numpy())
-    return float(np.mean(losses)), np.concatenate(counts)
-
-
-def _write_counts(path: Path, ids, counts: np.ndarray) -> None:
-    lines = ["id,tp,fp,fn,tn"] + [f"{i},{a},{b},{c},{d}" for i, (a, b, c, d) in zip(ids, counts.tolist())]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    if not history:
-        return
-    keys = list(history[0])
-    for h in history:
-        keys += [k for k in h if k not in keys]
-    lines = [",".join(keys)] + [",".join("" if h.get(k) is None else str(h.get(k)) for k in keys) for h in history]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-
-
-def _load_teacher(ctx: RunContext, train_teacher: bool, roots, device):
-    teacher_cfg = ctx.config.teacher_config()
-    teacher_dir = ctx.store.run_dir(teacher_cfg.hash, ctx.seed)
-    record = read_record(teacher_dir)
-    if record is None or record.get("status") != "completed":
-        if not train_teacher:
-            state = "missing" if record is None else record.get("status")
-            raise RunFailed(
-                f"distillation needs its teacher run {teacher_dir.name} (the full model, same dataset and seed), "
-                f"which is {state} in {ctx.store.root}; train it first (`python -m study train --variant ultralbm "
-                f"--dataset {ctx.config.data.dataset} --seed {ctx.seed}` with the same profile) or pass --train-teacher"
-            )
-        record = train_run(teacher_cfg, ctx.seed, ctx.store, roots=roots, progress=ctx.progress, log=ctx.log)
-        if record["status"] != "completed":
-            raise RunFailed(f"teacher run {teacher_dir.name} did not complete: {record.get('reason')}")
-    from study.models import build_model
-
-    teacher = build_model(teacher_cfg.arch, {k: v for k, v in teacher_cfg.to_dict()["model"].items() if k != "arch"})
-    teacher.load_state_dict(torch.load(teacher_dir / "model.pt", map_location=device, weights_only=True))
-    return teacher.to(device), teacher_dir.name
-
-
-def _base_record(ctx: RunContext, rows) -> dict:
-    return {
-        "run_id": ctx.run_dir.name,
-        "config_hash": ctx.config.hash,
-        "seed": ctx.seed,
-        "config": ctx.config.to_dict(),
-        "rows": sorted(set(rows)),
-        "status": "running",
-        "reason": None,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "requeues": 0,
-    }
+    for name in sorted({config.data.dataset, *config.data.external}):
+        if name in REAL_DATASETS:
+            resolve_root(name, roots.get(name))  # DataError: where to download it, how to point at it
 
 
 def train_run(
@@ -191,203 +83,241 @@ def train_run(
     log=None,
     launcher_info: dict | None = None,
     epoch_callback=None,
-) -> dict:
+    restart_unreadable: bool = False,
+) -> RunRecord:
     """Train (or resume, or skip if completed) one run; returns its record.
 
     ``stop_after_epochs`` stops cleanly after that many epochs in this call,
-    leaving a resumable run (used by the resume tests and a time-limited job).
-    ``launcher_info`` is stored in the record (a SLURM job's id and log paths).
-    ``epoch_callback(epoch, entry)`` sees each epoch's metrics; it may raise
-    ``RunStopped`` (the search's pruner does).
+    leaving a resumable run. ``launcher_info`` is stored in the record (a SLURM
+    job's id and log paths). ``epoch_callback(epoch, entry)`` sees each epoch's
+    metrics; it may raise ``RunStopped`` (the search's pruner does).
+    ``restart_unreadable`` sets an unreadable checkpoint aside and starts over.
     """
-    run_dir = store.run_dir(config.hash, seed)
-    existing = read_record(run_dir)
-    if existing and existing.get("status") == "completed":
+    key = RunKey(config.hash, seed)
+    roots = roots or {}
+    check_data_roots(config, roots)
+    existing = store.load(key)
+    if existing is not None and existing.completed:
         return existing
-    lock = RunLock(run_dir)
-    if not lock.acquire():
-        raise RunBusy(f"run {run_dir.name} is being trained by {lock.holder()}")
-    existing = read_record(run_dir)  # again, under the lock: another process may have just finished it
-    if existing and existing.get("status") == "completed":
-        lock.release()
-        return existing
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = RunContext(config, seed, store, run_dir, sys.stderr.isatty() if progress is None else progress, log,
-                     epoch_callback)
-    record = _base_record(ctx, rows + tuple((existing or {}).get("rows", ())))
-    if existing:
-        record["requeues"] = existing.get("requeues", 0) + (1 if existing.get("status") in ("running", "interrupted") else 0)
-        record["previous_status"] = existing.get("status")
-        for key in ("attempts", "launcher"):
-            if key in existing:
-                record[key] = existing[key]
+    run_dir = store.run_dir(key)
+    fresh = not run_dir.exists()
+    lease = RunLease(run_dir)
+    if not lease.acquire():
+        holder = lease.holder()
+        raise RunBusy(f"run {key.id} is being trained by {holder.describe() if holder else 'another process'}")
+    try:
+        existing = store.load(key)  # again, under the lease: another process may have just finished it
+        if existing is not None and existing.completed:
+            return existing
+        if existing is not None and existing.status is Status.DAMAGED:
+            aside = store.set_aside(key, keep=lambda name: name.startswith("lease."))
+            print(f"run {key.id} was damaged ({existing.reason}); its files were moved to {aside}", file=sys.stderr)
+            existing = None
+        if restart_unreadable:
+            _set_aside_checkpoint(store, key)
+        lease.start_heartbeat()
+        ctx = RunContext(config, key, store, lease, sys.stderr.isatty() if progress is None else progress, log,
+                         epoch_callback)
+        return _run_with_record(ctx, existing, rows, roots, train_teacher, device, stop_after_epochs,
+                                launcher_info, fresh)
+    finally:
+        lease.release()
+
+
+def _set_aside_checkpoint(store: Store, key: RunKey) -> None:
+    path = store.checkpoint_path(key, "last")
+    if path.exists():
+        target = path.with_name(f"last.pt.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(path, target)
+        print(f"checkpoint {path} set aside as {target.name}; the run starts from scratch", file=sys.stderr)
+
+
+def _start_record(ctx: RunContext, existing: RunRecord | None, rows, launcher_info) -> dict:
+    """The record of this attempt, as JSON: carried-over fields of an earlier attempt, then this one's."""
+    record = {"run_id": ctx.key.id, "config_hash": ctx.key.config_hash, "seed": ctx.key.seed,
+              "config": ctx.config.to_dict(), "rows": sorted(set(rows) | set(existing.rows if existing else ())),
+              "status": Status.RUNNING.value, "reason": None, "host": socket.gethostname(), "pid": os.getpid(),
+              "requeues": 0}
+    if existing is not None:
+        resumed = existing.status in (Status.RUNNING, Status.INTERRUPTED)
+        record["requeues"] = existing.requeues + (1 if resumed else 0)
+        record["previous_status"] = existing.status.value
+        record["attempts"] = list(existing.details.get("attempts") or [])
+        if existing.launcher:
+            record["launcher"] = dict(existing.launcher)
     if launcher_info:  # e.g. SLURM job id, array task, log paths: shown by `study status`
         record["launcher"] = launcher_info
     # One entry per process that started (or resumed) this run: "exactly once" is checkable.
     record.setdefault("attempts", []).append(
         {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    atomic_write_json(run_dir / "config.json", config.to_dict())
+    return record
+
+
+def save_record(store: Store, record: dict) -> RunRecord:
+    typed = RunRecord.from_json(record, f"record of run {record.get('run_id')}")
+    store.write_record(typed)
+    return typed
+
+
+def _run_with_record(ctx: RunContext, existing, rows, roots, train_teacher, device, stop_after_epochs,
+                     launcher_info, fresh: bool) -> RunRecord:
+    record = _start_record(ctx, existing, rows, launcher_info)
+    started_training = False
     previous_term = None
     try:
-        # SIGTERM (a cluster's kill, `kill`) becomes an interruption, recorded as such.
-        if hasattr(signal, "SIGTERM") and _is_main_thread():
+        if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+            # SIGTERM (a cluster's kill, `kill`) becomes an interruption, recorded as such.
             previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        record = _train(ctx, record, roots or {}, train_teacher, device, stop_after_epochs)
-        return json.loads(json.dumps(record, default=str))  # exactly what record.json holds
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        trainer = _prepare(ctx, record, roots, train_teacher, device)
+        atomic_write_json(ctx.store.config_path(ctx.key), ctx.config.to_dict())
+        save_record(ctx.store, record)
+        started_training = True
+        return _train(ctx, trainer, record, stop_after_epochs)
+    except RunLost:
+        raise  # another process owns the run now: write nothing
+    except (ConfigError, DataError):
+        if not started_training:  # found before training: nothing is recorded
+            if fresh:  # and nothing of this run existed before this call: leave nothing behind
+                shutil.rmtree(ctx.store.run_dir(ctx.key), ignore_errors=True)
+            raise
+        record["traceback"] = traceback.format_exc()[-4000:]
+        _finish_unhappy(ctx, record, Status.FAILED, _reason(sys.exc_info()[1]))
+        raise
     except KeyboardInterrupt:
-        record.update(status="interrupted", reason="interrupted (Ctrl-C or SIGTERM); resumes from its last checkpoint")
-        atomic_write_json(run_dir / "record.json", record)
+        _finish_unhappy(ctx, record, Status.INTERRUPTED,
+                        "interrupted (Ctrl-C or SIGTERM); resumes from its last checkpoint")
         raise
     except RunStopped as exc:
-        record.update(status="interrupted", reason=f"stopped: {exc}")
-        atomic_write_json(run_dir / "record.json", record)
+        _finish_unhappy(ctx, record, Status.INTERRUPTED, f"stopped: {exc}")
         raise
     except Exception as exc:  # recorded, then re-raised for the caller to report
-        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc()[-4000:])
-        atomic_write_json(run_dir / "record.json", record)
+        record["traceback"] = traceback.format_exc()[-4000:]
+        _finish_unhappy(ctx, record, Status.FAILED, _reason(exc))
         raise
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
-        lock.release()
 
 
-def _is_main_thread() -> bool:
-    import threading
+def _finish_unhappy(ctx: RunContext, record: dict, status: Status, reason: str) -> None:
+    if ctx.lease.lost:
+        return
+    record.update(status=status.value, reason=reason)
+    try:
+        save_record(ctx.store, record)
+    except StudyError as exc:  # a full disk: the previous record stays; its lease will go stale
+        print(f"warning: could not record run {ctx.key.id} as {status}: {exc}", file=sys.stderr)
 
-    return threading.current_thread() is threading.main_thread()
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _train(ctx: RunContext, record: dict, roots, train_teacher, device, stop_after_epochs) -> dict:
-    from study.complexity import count_params, macs_thop
-    from study.models import build_model
+def _load_teacher(ctx: RunContext, train_teacher: bool, roots, device):
+    teacher_cfg = ctx.config.teacher_config()
+    teacher_key = RunKey(teacher_cfg.hash, ctx.key.seed)
+    record = ctx.store.load(teacher_key)
+    if record is None or not record.completed:
+        if not train_teacher:
+            state = "missing" if record is None else f"{record.status} ({record.reason})"
+            raise RunFailed(
+                f"distillation needs its teacher run {teacher_key.id} (the full model, same dataset and seed), "
+                f"which is {state} in {ctx.store.root}; train it first (`python -m study train --variant ultralbm "
+                f"--dataset {ctx.config.data.dataset} --seed {ctx.key.seed}` with the same profile) or pass --train-teacher"
+            )
+        record = train_run(teacher_cfg, ctx.key.seed, ctx.store, roots=roots, progress=ctx.progress, log=ctx.log)
+        if not record.completed:
+            raise RunFailed(f"teacher run {teacher_key.id} did not complete: {record.reason}")
+    teacher = teacher_cfg.build_model()
+    path = ctx.store.model_path(teacher_key)
+    teacher.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return teacher.to(device), teacher_key.id
 
-    cfg, seed, run_dir = ctx.config, ctx.seed, ctx.run_dir
-    started = time.time()
+
+def _prepare(ctx: RunContext, record: dict, roots, train_teacher, device) -> Trainer:
+    """Data, teacher, model and optimizer, resumed from the last checkpoint when there is one."""
+    from study.train.data import build_run_data
+
     torch.use_deterministic_algorithms(True, warn_only=True)
-    data: RunData = build_run_data(cfg, seed, roots)
+    data = build_run_data(ctx.config, ctx.key.seed, roots)
     record["data"] = data.provenance
     teacher = None
-    if cfg.distill.enabled:
+    if ctx.config.distill.enabled:
         teacher, record["teacher"] = _load_teacher(ctx, train_teacher, roots, device)
+    trainer = Trainer.set_up(ctx.config, ctx.key, ctx.store, data, teacher, device)
+    if trainer.resume():
+        record["resumed_from_epoch"] = trainer.epoch
+    record.update(device=device, threads=torch.get_num_threads(), versions=versions(), git_commit=git_commit(),
+                  selection={"mode": ctx.config.train.selection, "split": data.selection_split})
+    return trainer
 
-    seed_everything(derive_seed(seed, "init"))
-    model_options = {k: v for k, v in cfg.to_dict()["model"].items() if k != "arch"}
-    model = build_model(cfg.arch, model_options).to(device)
-    t = cfg.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.t_max, eta_min=t.eta_min)
-    objective = Objective(cfg.distill, teacher)
 
-    ckpt_dir = run_dir / "checkpoints"
-    history: list[dict] = []
-    best = {"epoch": None, "loss": math.inf}
-    start_epoch = 0
-    wall_before = 0.0
-    last = ckpt_dir / "last.pt"
-    if last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, start_epoch = state["history"], state["best"], state["epoch"]
-        wall_before = state.get("wall_time_s", 0.0)
-        record["resumed_from_epoch"] = start_epoch
-
-    record.update(device=device, threads=torch.get_num_threads(), versions=_versions(), git_commit=_git_commit(),
-                  selection={
-        "mode": t.selection, "split": data.selection_split})
-    atomic_write_json(run_dir / "record.json", record)
-
-    end_epoch = t.epochs if stop_after_epochs is None else min(t.epochs, start_epoch + stop_after_epochs)
-    for epoch in range(start_epoch, end_epoch):
-        epoch_start = time.time()
-        seed_everything(derive_seed(seed, "epoch", epoch))
-        data.train.reseed(derive_seed(seed, "augment", epoch))
-        loader = _loader(data.train, t.batch_size, shuffle=True, seed=derive_seed(seed, "order", epoch))
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        totals: dict[str, float] = {}
-        n = 0
-        batches = loader
-        if ctx.progress:
-            from tqdm import tqdm
-
-            batches = tqdm(loader, desc=f"{run_dir.name} epoch {epoch + 1}/{t.epochs}", leave=False)
-        for step, (images, masks) in enumerate(batches):
-            images, masks = images.to(device), masks.to(device)
-            loss, terms = objective(model.forward_logits(images), images, masks)
-            if not torch.isfinite(loss):
-                raise RunFailed(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, batch {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bs = images.shape[0]
-            n += bs
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * bs
-            for k, v in terms.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * bs
-        scheduler.step()
-        entry = {"epoch": epoch + 1, "lr": lr, "train_loss": totals["loss"] / n}
-        entry.update({f"train_{k}": v / n for k, v in totals.items() if k != "loss"})
-        if data.selection is not None:
-            sel_loss, sel_counts = evaluate(model, data.selection, device)
-            entry["selection_loss"] = sel_loss
-            entry["selection_dsc"] = PooledMetrics.from_counts(sel_counts).as_dict()["dsc"]
-            if sel_loss < best["loss"]:
-                best = {"epoch": epoch + 1, "loss": sel_loss}
-                atomic_torch_save(ckpt_dir / "best.pt", model.state_dict())
-        entry["seconds"] = round(time.time() - epoch_start, 3)
-        history.append(entry)
-        wall = wall_before + (time.time() - started)
-        atomic_torch_save(last, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1, "history": history, "best": best, "wall_time_s": wall,
-        })
-        _write_history(run_dir / "metrics.csv", history)
-        record.update(epochs_done=epoch + 1, history=history)
-        atomic_write_json(run_dir / "record.json", record)
+def _train(ctx: RunContext, trainer: Trainer, record: dict, stop_after_epochs) -> RunRecord:
+    t, store, key = ctx.config.train, ctx.store, ctx.key
+    started = time.time()
+    end_epoch = t.epochs if stop_after_epochs is None else min(t.epochs, trainer.epoch + stop_after_epochs)
+    while trainer.epoch < end_epoch:
+        entry = trainer.run_epoch(ctx.check_lease, ctx.progress)
+        ctx.check_lease()
+        trainer.checkpoint(entry, trainer.wall_before + time.time() - started)
+        atomic_write_bytes(store.metrics_path(key), _history_csv(trainer.history))
+        record.update(epochs_done=trainer.epoch, history=trainer.history)
+        save_record(store, record)
         if ctx.log:
             sel = "" if "selection_dsc" not in entry else (
-                f", {data.selection_split} loss {entry['selection_loss']:.4f} DSC {entry['selection_dsc']:.4f}")
-            ctx.log(f"{run_dir.name} epoch {epoch + 1}/{t.epochs}: train loss {entry['train_loss']:.4f}{sel} "
+                f", {trainer.data.selection_split} loss {entry['selection_loss']:.4f} "
+                f"DSC {entry['selection_dsc'] * 100:.2f}")
+            ctx.log(f"{key.id} epoch {entry['epoch']}/{t.epochs}: train loss {entry['train_loss']:.4f}{sel} "
                     f"({entry['seconds']:.1f} s)")
         if ctx.epoch_callback:
-            ctx.epoch_callback(epoch + 1, entry)
+            ctx.epoch_callback(entry["epoch"], entry)
+    if len(trainer.history) < t.epochs:  # stopped early on purpose: resumable, not completed
+        record.update(status=Status.INTERRUPTED.value, reason=f"stopped after epoch {len(trainer.history)} of {t.epochs}")
+        return save_record(store, record)
+    return _finish(ctx, trainer, record, started)
 
-    if len(history) < t.epochs:  # stopped early on purpose: resumable, not completed
-        record.update(status="interrupted", reason=f"stopped after epoch {len(history)} of {t.epochs}")
-        atomic_write_json(run_dir / "record.json", record)
-        return record
 
-    # Selection: the lowest selection loss (paper: on the test split itself), or the last epoch.
-    if data.selection is not None and best["epoch"] is not None:
-        model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
-    record["selection"].update(epoch=best["epoch"] if data.selection is not None else t.epochs,
-                               loss=None if data.selection is None else best["loss"])
-    atomic_torch_save(run_dir / "model.pt", model.state_dict())
+def _finish(ctx: RunContext, trainer: Trainer, record: dict, started: float) -> RunRecord:
+    """Select, evaluate on the test split and every external set, write the files, seal the record."""
+    from study.complexity import count_params, macs_thop
 
-    test_loss, test_counts = evaluate(model, data.test, device)
-    _write_counts(run_dir / "per_image_test.csv", data.test.ids, test_counts)
-    record["test"] = {"loss": test_loss, **PooledMetrics.from_counts(test_counts).as_dict()}
-    record["external"] = {}
-    for name, ds in data.external.items():
-        ext_loss, ext_counts = evaluate(model, ds, device)
-        _write_counts(run_dir / f"per_image_{name}.csv", ds.ids, ext_counts)
-        record["external"][name] = {"loss": ext_loss, **PooledMetrics.from_counts(ext_counts).as_dict()}
-
-    cpu_model = build_model(cfg.arch, model_options)
+    store, key = ctx.store, ctx.key
+    record["selection"].update(trainer.selected_model())
+    atomic_torch_save(store.model_path(key), trainer.model.state_dict())
+    splits = {"test": trainer.data.test, **trainer.data.external}
+    results = {}
+    for split, dataset in splits.items():
+        ctx.check_lease()
+        results[split] = evaluate_split(trainer.model, dataset, trainer.device, store, key, split,
+                                        keep_predictions=split == "test")
+    record["test"] = results["test"].scores
+    record["external"] = {s: r.scores for s, r in results.items() if s != "test"}
+    record["challenge"] = {s: r.challenge for s, r in results.items() if r.challenge is not None}
+    cpu_model = ctx.config.build_model()
     record["params"] = count_params(cpu_model)
     record["gmacs_thop"] = macs_thop(cpu_model) / 1e9
-    record["wall_time_s"] = round(wall_before + time.time() - started, 3)
-    record.update(status="completed", reason=None, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    atomic_write_json(run_dir / "record.json", record)
-    return record
+    record["wall_time_s"] = round(trainer.wall_before + time.time() - started, 3)
+    record.update(status=Status.COMPLETED.value, reason=None, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    typed = RunRecord.from_json(record, f"record of run {key.id}")
+    pooled = {s: r.pooled for s, r in results.items()}
+    typed = store.seal(replace(typed, pooled=pooled), list(splits), [f for r in results.values() for f in r.extra_files])
+    ctx.check_lease()
+    store.write_record(typed)
+    return typed
 
 
-__all__ = ["train_run", "evaluate", "derive_seed", "RunFailed", "RunBusy"]
+def _history_csv(history: list[dict]) -> bytes:
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k in h if k not in keys]
+    lines = [",".join(keys)] + [",".join("" if h.get(k) is None else str(h.get(k)) for k in keys) for h in history]
+    return ("\n".join(lines) + "\n").encode()
+
+
+__all__ = ["train_run", "evaluate", "derive_seed", "RunFailed", "RunBusy", "RunStopped", "RunLost",
+           "check_data_roots", "save_record"]
