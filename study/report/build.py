@@ -146,86 +146,128 @@ def build_report(
     for td in result.tables:
         cover = result.coverage[td.id]
         _write(out / f"{td.id}{SUFFIX[fmt]}", render_table(td, fmt, cover.compact, cover.shared_with), result.files)
-
-    from study.report import challenge_table
-
-    challenge_lines = challenge_table.challenge_lines(result.tables)
-    if challenge_lines:  # only real-data runs carry the challenge's metrics
-        for f in ("latex", "markdown") if fmt == "latex" else ("markdown",):
-            render_challenge = challenge_table.render_latex if f == "latex" else challenge_table.render_markdown
-            _write(out / f"challenge{SUFFIX[f]}", render_challenge(challenge_lines), result.files)
-
-    figures: list[Path] = []
-    fig_table = next((td for td in result.tables if td.id == FIGURE_TABLE), None)
-    ours_drawn = False
-    if figure and fig_table is not None:
-        from study.report.figure import write_fig2
-
-        ours_drawn = result.coverage[fig_table.id].own
-        figures = write_fig2(fig_table, out, ours_too=ours_drawn)
-        result.files += figures
-    fig4 = None
-    if figure and fig_table is not None:
-        from study.report.fig4 import write_fig4
-
-        fig4 = write_fig4(fig_table, store, out, cases)
-        result.files += fig4.files
-        result.notes.append(fig4.note)
-
-    compare_fmts = ("latex", "markdown") if fmt == "latex" else (fmt,)
-    for f in compare_fmts:
-        renderer = {"latex": compare_mod.render_latex, "markdown": compare_mod.render_markdown,
-                    "csv": compare_mod.render_csv}[f]
-        _write(out / f"compare{SUFFIX[f]}", renderer(result.tables), result.files)
-
-    if audit:
-        result.audits = audit_mod.audit_tables(result.tables, store, n_boot)
-        for f in compare_fmts:
-            renderer = {"latex": audit_mod.render_latex, "markdown": audit_mod.render_markdown,
-                        "csv": audit_mod.render_csv}[f]
-            _write(out / f"audit{SUFFIX[f]}", renderer(result.audits), result.files)
-
-    problems = _problems(result.tables)
-    fig_note = _figure_note(fig_table, figure, ours_drawn)
+    challenge = _write_challenge(result, fmt)
+    figures = _write_figures(result, store, figure, cases)
+    _write_comparisons(result, store, fmt, audit, n_boot)
+    parts = _Parts(store, _problems(result.tables), figures, challenge, audit)
     if fmt == "latex":
-        from study.report.figure import latex_width
-
-        _write(out / "report.tex", render(
-            "report.tex.j2",
-            store=latex_escape(str(store.root)),
-            summary=[latex_escape(s) for s in result.summary],
-            synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
-            tables=[{"file": td.id, "profile": td.profile, "number": td.number} for td in result.tables],
-            figures=[{"file": p.name, "width": latex_width(_panels(p, fig_table)), "number": number,
-                      "caption": latex_escape(_figure_caption(p, fig_table))}
-                     for p, number in _numbered([p for p in figures if p.suffix == ".pdf"])],
-            figure_note=latex_escape(fig_note),
-            audit=audit,
-            fig4="fig4.pdf" if fig4 is not None and fig4.files else None,
-            challenge=bool(challenge_lines),
-            fig4_caption=latex_escape(fig4.note.removeprefix("Fig. 4: ")) if fig4 is not None else "",
-            problems=[latex_escape(p) for p in problems],
-        ), result.files)
+        _write_latex_document(result, parts)
         if pdf:
             result.pdf = compile_pdf(out / "report.tex")
             result.files.append(result.pdf)
     elif fmt == "markdown":
-        parts = [(out / f"{td.id}.md").read_text() for td in result.tables]
-        _write(out / "report.md", render(
-            "report.md.j2",
-            store=str(store.root), tables=parts,
-            summary=result.summary,
-            synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
-            figures=[{"file": p.name, "caption": _figure_caption(p, fig_table)}
-                     for p in figures if p.suffix == ".png"],
-            figure_note=fig_note,
-            problems=[markdown_escape(p) for p in problems],
-            challenge=(out / "challenge.md").read_text() if challenge_lines else "",
-            fig4="fig4.png" if fig4 is not None and fig4.files else None,
-            fig4_caption=fig4.note if fig4 is not None else "",
-            compare=(out / "compare.md").read_text(),
-            audit=(out / "audit.md").read_text() if audit else "",
-        ), result.files)
+        _write_markdown_document(result, parts)
+    _tidy(result)
+    return result
+
+
+@dataclass
+class _Figures:
+    fig2: list[Path] = field(default_factory=list)
+    table: TableData | None = None  # Table 1, which the figures draw
+    ours_drawn: bool = False
+    note: str = ""  # why our Fig. 2 is not drawn
+    fig4: object = None  # study.report.fig4.Fig4
+
+
+@dataclass
+class _Parts:
+    """What the standalone document puts together."""
+
+    store: Store
+    problems: list[str]
+    figures: _Figures
+    challenge: bool
+    audit: bool
+
+
+def _write_challenge(result: ReportResult, fmt: str) -> bool:
+    """The challenge's metrics table, when real-data runs carry them; whether it was written."""
+    from study.report import challenge_table
+
+    lines = challenge_table.challenge_lines(result.tables)
+    if lines:
+        for f in ("latex", "markdown") if fmt == "latex" else ("markdown",):
+            render_challenge = challenge_table.render_latex if f == "latex" else challenge_table.render_markdown
+            _write(result.out_dir / f"challenge{SUFFIX[f]}", render_challenge(lines), result.files)
+    return bool(lines)
+
+
+def _write_figures(result: ReportResult, store: Store, figure: bool, cases) -> _Figures:
+    figs = _Figures(table=next((td for td in result.tables if td.id == FIGURE_TABLE), None))
+    if figure and figs.table is not None:
+        from study.report.fig4 import write_fig4
+        from study.report.figure import write_fig2
+
+        figs.ours_drawn = result.coverage[figs.table.id].own
+        figs.fig2 = write_fig2(figs.table, result.out_dir, ours_too=figs.ours_drawn)
+        figs.fig4 = write_fig4(figs.table, store, result.out_dir, cases)
+        result.files += figs.fig2 + figs.fig4.files
+        result.notes.append(figs.fig4.note)
+    figs.note = _figure_note(figs.table, figure, figs.ours_drawn)
+    return figs
+
+
+def _write_comparisons(result: ReportResult, store: Store, fmt: str, audit: bool, n_boot: int) -> None:
+    """Reproduced vs paper, and the claims audit."""
+    formats = ("latex", "markdown") if fmt == "latex" else (fmt,)
+    for f in formats:
+        renderer = {"latex": compare_mod.render_latex, "markdown": compare_mod.render_markdown,
+                    "csv": compare_mod.render_csv}[f]
+        _write(result.out_dir / f"compare{SUFFIX[f]}", renderer(result.tables), result.files)
+    if audit:
+        result.audits = audit_mod.audit_tables(result.tables, store, n_boot)
+        for f in formats:
+            renderer = {"latex": audit_mod.render_latex, "markdown": audit_mod.render_markdown,
+                        "csv": audit_mod.render_csv}[f]
+            _write(result.out_dir / f"audit{SUFFIX[f]}", renderer(result.audits), result.files)
+
+
+def _write_latex_document(result: ReportResult, parts: _Parts) -> None:
+    from study.report.figure import latex_width
+
+    figs = parts.figures
+    fig4 = figs.fig4
+    _write(result.out_dir / "report.tex", render(
+        "report.tex.j2",
+        store=latex_escape(str(parts.store.root)),
+        summary=[latex_escape(s) for s in result.summary],
+        synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
+        tables=[{"file": td.id, "profile": td.profile, "number": td.number} for td in result.tables],
+        figures=[{"file": p.name, "width": latex_width(_panels(p, figs.table)), "number": number,
+                  "caption": latex_escape(_figure_caption(p, figs.table))}
+                 for p, number in _numbered([p for p in figs.fig2 if p.suffix == ".pdf"])],
+        figure_note=latex_escape(figs.note),
+        audit=parts.audit,
+        fig4="fig4.pdf" if fig4 is not None and fig4.files else None,
+        challenge=parts.challenge,
+        fig4_caption=latex_escape(fig4.note.removeprefix("Fig. 4: ")) if fig4 is not None else "",
+        problems=[latex_escape(p) for p in parts.problems],
+    ), result.files)
+
+
+def _write_markdown_document(result: ReportResult, parts: _Parts) -> None:
+    out, figs = result.out_dir, parts.figures
+    fig4 = figs.fig4
+    _write(out / "report.md", render(
+        "report.md.j2",
+        store=str(parts.store.root), tables=[(out / f"{td.id}.md").read_text() for td in result.tables],
+        summary=result.summary,
+        synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
+        figures=[{"file": p.name, "caption": _figure_caption(p, figs.table)}
+                 for p in figs.fig2 if p.suffix == ".png"],
+        figure_note=figs.note,
+        problems=[markdown_escape(p) for p in parts.problems],
+        challenge=(out / "challenge.md").read_text() if parts.challenge else "",
+        fig4="fig4.png" if fig4 is not None and fig4.files else None,
+        fig4_caption=fig4.note if fig4 is not None else "",
+        compare=(out / "compare.md").read_text(),
+        audit=(out / "audit.md").read_text() if parts.audit else "",
+    ), result.files)
+
+
+def _tidy(result: ReportResult) -> None:
+    out = result.out_dir
     written = [p.name for p in result.files] + (list(PDF_BYPRODUCTS) if result.pdf else [])
     result.removed, untracked = tidy_folder(out, written)
     if result.removed:
@@ -234,7 +276,6 @@ def build_report(
     if untracked:
         result.notes.append(f"{out} also holds {', '.join(untracked)}, not written by this report and not "
                             "recorded as an earlier report's (left alone: delete them if they are stale)")
-    return result
 
 
 def _align_empty_tables(tables: list[TableData], variants: dict, store: Store, overrides) -> list[TableData]:
