@@ -88,6 +88,28 @@ def _records_by_hash(store: Store) -> dict[str, list[RunRecord]]:
     return out
 
 
+class _Snapshot(Store):
+    """A store whose records are read (and verified) once: every table looks them up by hash.
+
+    ``seeds`` keeps only those seeds' runs, so the tables and the audit of one
+    report always rest on the same runs.
+    """
+
+    def __init__(self, store: Store, seeds=None):
+        super().__init__(store.root)
+        records = [r for r in store.records() if seeds is None or r.seed in set(seeds)]
+        object.__setattr__(self, "_records", records)
+
+    def records(self):
+        return iter(self._records)
+
+
+def snapshot(store: Store, seeds=None) -> Store:
+    if isinstance(store, _Snapshot) and seeds is None:
+        return store
+    return _Snapshot(store, seeds)
+
+
 def table_cells(table: Table, store: Store, profile: str = "paper", datasets=None,
                 overrides: dict | None = None) -> list[CellRuns]:
     """Every (row, dataset) cell of ``table`` with the stored runs behind it.

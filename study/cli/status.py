@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from study.record import Status  # noqa: E402  (light: no torch)
 
-STATES = (Status.COMPLETED.value, Status.FAILED.value, Status.DAMAGED.value, Status.RUNNING.value, "queued",
-          Status.INTERRUPTED.value, "missing")
+def states() -> tuple[str, ...]:
+    """Every state status prints, in order (imported late: ``--help`` stays free of torch)."""
+    from study.record import Status
+    from study.status import MISSING, QUEUED
+
+    return (Status.COMPLETED.value, Status.FAILED.value, Status.DAMAGED.value, Status.RUNNING.value, QUEUED,
+            Status.INTERRUPTED.value, MISSING)
 
 
 def register(sub) -> None:
@@ -24,12 +28,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from study.config import parse_overrides
     from study.errors import ConfigError
-    from study.index import export_index
+    from study.index import export_index, snapshot
     from study.status import table_status
     from study.store import RESULTS_DIR, Store
     from study.variants import load_tables
 
+    all_states = states()
     store = Store(args.results or RESULTS_DIR)
+    reading = snapshot(store)  # every record read and verified once, for all tables and profiles
     tables = load_tables()
     for name in args.tables:
         if name not in tables:
@@ -46,20 +52,20 @@ def run(args) -> int:
         if args.tables and table.id not in args.tables:
             continue
         for profile in profiles:
-            cells = table_status(table, store, seeds, profile, parse_overrides(args.overrides), queued)
+            cells = table_status(table, reading, seeds, profile, parse_overrides(args.overrides), queued)
             if not args.profile and profile != "paper" and not any(
-                    c.counts.get(s) for c in cells for s in STATES[:-1]):
+                    c.counts.get(s) for c in cells for s in all_states[:-1]):
                 continue  # a profile with no runs at all is only shown when asked for
-            total = {s: sum(c.counts.get(s, 0) for c in cells) for s in STATES}
-            summary = ", ".join(f"{total[s]} {s}" for s in STATES if total[s])
+            total = {s: sum(c.counts.get(s, 0) for c in cells) for s in all_states}
+            summary = ", ".join(f"{total[s]} {s}" for s in all_states if total[s])
             print(f"\n{table.id} ({profile} profile, seeds 0-{args.seeds - 1}): {summary or 'no rows runnable'}")
             for c in cells:
-                counts = "  ".join(f"{s} {c.counts[s]}" for s in STATES if c.counts.get(s))
+                counts = "  ".join(f"{s} {c.counts[s]}" for s in all_states if c.counts.get(s))
                 jobs = f"  jobs {','.join(c.job_ids)}" if c.job_ids else ""
                 print(f"  {c.row_id:22s} {c.dataset:10s} {counts}{jobs}")
                 for f in c.failures:
                     print(f"      {f}")
     if args.export:
-        path = export_index(store, args.export)
+        path = export_index(reading, args.export)
         print(f"\nindex of all runs written to {path}")
     return 0

@@ -14,6 +14,8 @@ from study.errors import ConfigError
 from study.plan import PlannedRun
 from study.store import Store
 
+BUSY = "busy"  # not a run status: another live process held the run, so this launcher left it
+
 LAUNCHERS = {"local": "study.launch.local:LocalLauncher", "slurm": "study.launch.slurm:SlurmLauncher"}
 
 

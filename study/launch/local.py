@@ -14,13 +14,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm import tqdm
 
-from study.launch.core import LaunchReport
+from study.launch.core import BUSY, LaunchReport
 from study.launch.workers import init_worker, set_threads, threads_per_worker
 from study.plan import PlannedRun
 from study.record import Status
 from study.store import Store
-
-BUSY = "busy"  # not a run status: another process held the run
 
 
 def _train_one(config, seed, rows, store_root, roots, progress: bool = False) -> tuple[str, str, str | None, float | None]:

@@ -51,12 +51,10 @@ import submitit
 import submitit.helpers
 
 from study.errors import ConfigError, StudyError
-from study.launch.core import LaunchReport
+from study.launch.core import BUSY, LaunchReport
 from study.plan import PlannedRun
 from study.record import RunKey, Status
 from study.store import Store, atomic_write_bytes, atomic_write_json
-
-BUSY = "busy"  # not a run status: another live process held the run
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds study/, variants/, paper/, slurm/
 PROFILES_DIR = Path(os.environ.get("STUDY_SLURM_PROFILES", SOURCE_ROOT / "slurm"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from study.errors import ConfigError, StudyError
-from study.index import CellRuns, table_cells
+from study.index import CellRuns, snapshot, table_cells
 from study.per_image import read_counts  # noqa: F401  (the report's callers read counts here)
 from study.record import Status
 from study.store import Store
@@ -160,28 +160,6 @@ class TableData:
     @property
     def has_data(self) -> bool:
         return any(r.cells for r in self.rows)
-
-
-class _Snapshot(Store):
-    """A store whose records are read once: every table looks them up by hash.
-
-    ``seeds`` keeps only those seeds' runs, so the tables and the audit of one
-    report always rest on the same runs.
-    """
-
-    def __init__(self, store: Store, seeds=None):
-        super().__init__(store.root)
-        records = [r for r in store.records() if seeds is None or r.seed in set(seeds)]
-        object.__setattr__(self, "_records", records)
-
-    def records(self):
-        return iter(self._records)
-
-
-def snapshot(store: Store, seeds=None) -> Store:
-    if isinstance(store, _Snapshot) and seeds is None:
-        return store
-    return _Snapshot(store, seeds)
 
 
 def table_number(table_id: str) -> str:

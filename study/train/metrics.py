@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 
+# Scores from counts are torch-free, shared with the report and the store: re-exported here.
+from study.metrics import PooledMetrics, per_image_dice, pooled_scores  # noqa: F401
+
 THRESHOLD = 0.5
 
 
@@ -23,6 +26,3 @@ def confusion_counts(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     tn = (~pred & ~true).sum(1)
     return torch.stack([tp, fp, fn, tn], dim=1).long()
 
-
-# Scores from counts are torch-free, shared with the report and the store.
-from study.metrics import PooledMetrics, per_image_dice, pooled_scores  # noqa: E402,F401

@@ -25,7 +25,7 @@ import torch
 
 from study.config import RunConfig
 from study.errors import ConfigError, DataError, StudyError
-from study.lease import RunLease
+from study.lease import RunLease, is_lease_file
 from study.record import RunKey, RunRecord, Status
 from study.store import Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
@@ -110,7 +110,7 @@ def train_run(
         if existing is not None and existing.completed:
             return existing
         if existing is not None and existing.status is Status.DAMAGED:
-            aside = store.set_aside(key, keep=lambda name: name.startswith("lease."))
+            aside = store.set_aside(key, keep=is_lease_file)
             print(f"run {key.id} was damaged ({existing.reason}); its files were moved to {aside}", file=sys.stderr)
             existing = None
         if restart_unreadable:
