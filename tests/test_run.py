@@ -121,6 +121,11 @@ def test_killed_run_is_resumed_not_restarted(tmp_path):
     assert json.loads((run_dir / "record.json").read_text())["status"] == "running"
     status = cli("status", "table6", "--seeds", "1", *args[4:-2], results=tmp_path)
     assert "interrupted 1" in status.stdout
+    from study.report.collect import collect_table
+
+    overrides = {"data": {"synthetic_count": 40}, "train": {"epochs": 4}}
+    (problem,) = collect_table(load_tables()["table6"], Store(tmp_path), "smoke", overrides).problems
+    assert problem.status == "interrupted" and "killed, or its node lost" in problem.reason  # not "in progress"
     again = cli(*args, results=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     record = json.loads((run_dir / "record.json").read_text())

@@ -21,6 +21,7 @@ from study.errors import ConfigError, StudyError
 from study.index import CellRuns, snapshot, table_cells
 from study.per_image import read_counts  # noqa: F401  (the report's callers read counts here)
 from study.record import Status
+from study.status import run_state
 from study.store import Store
 from study.variants import EXTERNAL_FOR, PROFILES, Row, Table
 
@@ -254,8 +255,14 @@ def collect_table(table: Table, store: Store, profile: str = "auto", overrides: 
                 per_row["flops_g"].append(float(r.gmacs_thop))
         for r in c.records:
             if not r.completed:
-                reason = r.reason or ("in progress" if r.status is Status.RUNNING else "no reason recorded")
-                problems.append(RunProblem(c.row.id, c.row.name, c.dataset, r.seed, r.status.value, reason))
+                state = run_state(r, store)  # a "running" record whose lease is dead was interrupted
+                if r.status is Status.RUNNING:
+                    reason = "in progress" if state == Status.RUNNING.value else (
+                        "its trainer stopped without recording why (killed, or its node lost); the next run "
+                        "resumes it from its last checkpoint")
+                else:
+                    reason = r.reason or "no reason recorded"
+                problems.append(RunProblem(c.row.id, c.row.name, c.dataset, r.seed, state, reason))
     for (row_id, key), values in pooled.items():
         by_id[row_id].cells[key] = Cell(tuple(v for v, _ in values), tuple(s for _, s in values))
     for row_id, quantities in complexity.items():
