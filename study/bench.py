@@ -1,76 +1,176 @@
-"""CPU/GPU timings of a variant: a training step and single-image inference.
+"""Timings of a variant against the straightforward implementation: figures, never tests.
 
-Figures only, medians of repeated runs: speed targets live here, never in
-timed tests.
+The reference is the same network run the straightforward way: each Mamba layer
+replaced by mambapy's pure-PyTorch ``MambaBlock`` (its parallel scan) holding the
+same weights, contiguous NCHW tensors and the per-parameter AdamW loop. Ours is
+what a run trains on (``study.train.engine``'s fast path, the project's scan).
+Both are built from one set of weights, checked to compute the same logits, and
+timed interleaved (ours, reference, ours, ...) so that a change in the machine's
+load hits both. Speed targets live here as printed ratios, never in timed tests.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from study.errors import StudyError
 from study.models import mamba as mamba_mod
 from study.models.selective_scan import selective_scan, selective_scan_reference
+from study.train.engine import make_optimizer, prepare_batch, prepare_model
+from study.train.losses import bce_dice_loss
+
+
+class ReferenceUnavailable(StudyError):
+    """mambapy (the reference's Mamba) is not installed."""
 
 
 @dataclass(frozen=True)
-class BenchResult:
+class Timing:
+    """Median seconds of ``repeats`` calls, and the spread (min, max) for judging noise."""
+
+    median_s: float
+    low_s: float
+    high_s: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ours_train: Timing
+    reference_train: Timing
+    ours_infer: Timing
+    reference_infer: Timing
+    logits_max_diff: float
+
+    @property
+    def train_ratio(self) -> float:
+        return self.ours_train.median_s / self.reference_train.median_s
+
+    @property
+    def infer_ratio(self) -> float:
+        return self.ours_infer.median_s / self.reference_infer.median_s
+
+
+def _timing(times: list[float]) -> Timing:
+    return Timing(statistics.median(times), min(times), max(times))
+
+
+def _interleaved(fns: list, repeats: int, warmup: int, sync) -> list[Timing]:
+    """Each fn timed ``repeats`` times, alternating fn 0, fn 1, ... every round."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - start)
+    return [_timing(t) for t in times]
+
+
+def reference_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with each project Mamba layer swapped for mambapy's, same weights."""
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError:
+        raise ReferenceUnavailable("the reference needs mambapy: pip install 'ultralbm-study[bench]' "
+                                   "(or pass --no-reference)") from None
+    reference = copy.deepcopy(model)
+    swapped = 0
+    for parent in list(reference.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, mamba_mod.Mamba):
+                config = MambaConfig(d_model=child.d_model, n_layers=1, d_state=child.d_state,
+                                     d_conv=child.d_conv, expand_factor=child.d_inner // child.d_model)
+                block = MambaBlock(config)
+                block.load_state_dict(child.state_dict())
+                setattr(parent, name, block)
+                swapped += 1
+    if not swapped:
+        raise ReferenceUnavailable("this variant has no Mamba layer to swap; the reference would be itself")
+    return reference
+
+
+def _train_step(model, optimizer, x, y):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        bce_dice_loss(model.forward_logits(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def compare_with_reference(build, batch: int = 8, size: int = 256, repeats: int = 7,
+                           device: str = "cpu") -> Comparison:
+    """Ours (fast path) against the mambapy reference (plain path), same weights, interleaved."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    model = build()
+    reference = prepare_model(reference_model(model), "plain", device)
+    ours = prepare_model(model, "fast", device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    with torch.no_grad():
+        ours.eval(), reference.eval()
+        diff = float((ours.forward_logits(prepare_batch(x[:2], ours, "fast"))
+                      - reference.forward_logits(x[:2])).abs().max())
+    ours.train(), reference.train()
+    steps = [_train_step(ours, make_optimizer(ours, "fast", 1e-3), prepare_batch(x, ours, "fast"), y),
+             _train_step(reference, make_optimizer(reference, "plain", 1e-3), x, y)]
+    ours_train, reference_train = _interleaved(steps, repeats, warmup=2, sync=sync)
+    ours.eval(), reference.eval()
+    one_ours, one = prepare_batch(x[:1], ours, "fast"), x[:1].contiguous()
+    with torch.inference_mode():
+        ours_infer, reference_infer = _interleaved([lambda: ours(one_ours), lambda: reference(one)],
+                                                   repeats * 4, warmup=3, sync=sync)
+    return Comparison(ours_train, reference_train, ours_infer, reference_infer, diff)
+
+
+@dataclass(frozen=True)
+class BackendResult:
     backend: str
     device: str
-    train_step_s: float
-    infer_ms: float
+    train: Timing
+    infer: Timing
+    logits: torch.Tensor
 
 
-def _median_time(fn, repeats: int, warmup: int, sync) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bench_model(build, backend: str, batch: int = 8, size: int = 256, repeats: int = 5) -> BenchResult:
-    """Median train step (forward, BCE, backward, AdamW step) and single-image inference."""
-    device = "cuda" if backend == "cuda" else "cpu"
+def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats: int = 5,
+                  device: str = "cpu") -> BackendResult:
+    """Ours (fast path) with one Mamba backend: ``torch`` (the project's scan) or ``cuda`` (kernels)."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     previous = mamba_mod.get_backend()
     mamba_mod.set_backend(backend)
     try:
         torch.manual_seed(0)
-        model = build().to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model = prepare_model(build(), "fast", device)
         x = torch.randn(batch, 3, size, size, device=device)
         y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
-
-        def train_step():
-            opt.zero_grad(set_to_none=True)
-            loss = F.binary_cross_entropy_with_logits(model.forward_logits(x), y)
-            loss.backward()
-            opt.step()
-
-        model.train()
-        train_s = _median_time(train_step, repeats, warmup=2, sync=sync)
         model.eval()
-        one = torch.randn(1, 3, size, size, device=device)
         with torch.no_grad():
-            infer_s = _median_time(lambda: model(one), repeats * 4, warmup=3, sync=sync)
+            logits = model.forward_logits(prepare_batch(x[:2], model, "fast")).float().cpu()
+        model.train()
+        step = _train_step(model, make_optimizer(model, "fast", 1e-3), prepare_batch(x, model, "fast"), y)
+        (train,) = _interleaved([step], repeats, warmup=2, sync=sync)
+        model.eval()
+        one = prepare_batch(x[:1], model, "fast")
+        with torch.inference_mode():
+            (infer,) = _interleaved([lambda: model(one)], repeats * 4, warmup=3, sync=sync)
     finally:
         mamba_mod.set_backend(previous)
-    return BenchResult(backend, device, train_s, infer_s * 1e3)
+    return BackendResult(backend, device, train, infer, logits)
 
 
 def bench_scan(batch: int = 4, channels: int = 16, length: int = 1024, state: int = 16,
                with_reference: bool = True) -> dict[str, float]:
-    """Forward + backward seconds of the blocked scan and of the sequential reference."""
+    """Forward + backward seconds of the project's scan and of the sequential reference."""
     torch.manual_seed(0)
     args = [
         torch.randn(batch, channels, length),
@@ -80,7 +180,7 @@ def bench_scan(batch: int = 4, channels: int = 16, length: int = 1024, state: in
         torch.randn(batch, state, length),
     ]
     out = {}
-    fns = {"blocked": selective_scan}
+    fns = {"scan": selective_scan}
     if with_reference:
         fns["reference"] = selective_scan_reference
     for name, fn in fns.items():
@@ -89,6 +189,7 @@ def bench_scan(batch: int = 4, channels: int = 16, length: int = 1024, state: in
         def step():
             fn(*leaves, delta_softplus=True).sum().backward()
 
-        out[name] = _median_time(step, repeats=3 if name == "blocked" else 1, warmup=1 if name == "blocked" else 0,
+        (timing,) = _interleaved([step], repeats=3 if name == "scan" else 1, warmup=1 if name == "scan" else 0,
                                  sync=lambda: None)
+        out[name] = timing.median_s
     return out

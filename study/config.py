@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from study.canonical import check_fields, coerce_floats
 from study.data.registry import DATASETS as _DATASET_INFO
 from study.data.synthetic import GENERATOR_VERSION as SYNTHETIC_GENERATOR
+from study.data.batched import PIPELINES
 from study.data.transforms import NORMALIZATIONS, ROTATIONS
+from study.train.engine import ENGINES
 from study.errors import ConfigError
 from study.models.registry import make_config
 
@@ -26,7 +28,8 @@ SECTIONS = ("model", "data", "train", "distill")
 DATA_SPLITS = ("random", "release")
 # Fields added after runs were first stored: while at these values they are left out of a
 # config's identity, so every run stored before they existed keeps its hash.
-LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False}
+LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False, ("data", "pipeline"): "per_sample",
+                ("train", "engine"): "plain"}
 
 
 def _choice(section: str, name: str, value, allowed) -> None:
@@ -72,6 +75,9 @@ class DataConfig:
     split: str = "random"
     # Leave out (and record) image/mask pairs that do not decode, instead of failing.
     skip_bad: bool = False
+    # "batched": the split resident as uint8 tensors, augmented a batch at a time on the
+    # run's device; "per_sample": the earlier per-sample path (its own random stream).
+    pipeline: str = "batched"
 
     def __post_init__(self):
         if isinstance(self.external, list):
@@ -87,6 +93,7 @@ class DataConfig:
                 raise ConfigError(f"data.{name}: expected a fraction in (0, 1), got {value!r}")
         _choice("data", "normalization", self.normalization, NORMALIZATIONS)
         _choice("data", "split", self.split, DATA_SPLITS)
+        _choice("data", "pipeline", self.pipeline, PIPELINES)
         if not isinstance(self.skip_bad, bool):
             raise ConfigError(f"data.skip_bad: expected true or false, got {self.skip_bad!r}")
         _choice("data", "rotation", self.rotation, ROTATIONS)
@@ -112,6 +119,9 @@ class TrainConfig:
     t_max: int = 50
     eta_min: float = 1e-5
     selection: str = "paper"
+    # "fast": channels_last, batched Mamba branches, foreach/fused AdamW; "plain": the
+    # straightforward eager path (study.train.engine). Same function, other rounding.
+    engine: str = "fast"
 
     def __post_init__(self):
         if isinstance(self.betas, list):
@@ -122,6 +132,7 @@ class TrainConfig:
         for name in ("lr", "eps"):
             _positive("train", name, getattr(self, name), (int, float))
         _choice("train", "selection", self.selection, SELECTIONS)
+        _choice("train", "engine", self.engine, ENGINES)
         _number_in("train", "weight_decay", self.weight_decay, 0, None)
         _number_in("train", "eta_min", self.eta_min, 0, self.lr)
         if len(self.betas) != 2:

@@ -117,6 +117,10 @@ class Store:
     def run_dir(self, key: RunKey) -> Path:
         return self.runs_dir / key.id
 
+    def bench_path(self, device: str) -> Path:
+        """``study bench --record``'s figures for one device kind (cpu, cuda), read by cost estimates."""
+        return self.root / "bench" / f"{device}.json"
+
     def record_path(self, key: RunKey) -> Path:
         return self.run_dir(key) / "record.json"
 

@@ -86,6 +86,30 @@ def test_run_skips_completed_and_status_reports(tmp_path):
     assert len(index) == 6 and set(index["status"]) == {"completed"}
     assert index["test_dsc"].between(0, 1).all()
 
+    # Cost estimates: a third seed is priced from its completed siblings, a new config of the
+    # same model and input size from the epoch times those runs recorded.
+    third = cli("run", "table6", "--seeds", "3", "--dry-run", *TINY, results=tmp_path).stdout
+    assert third.count("(measured)") == 3, third
+    longer = cli("run", "table6", "--seeds", "1", "--dry-run", *TINY, "--set", "train.epochs=4",
+                 results=tmp_path).stdout
+    assert longer.count("(recorded cpu epochs)") == 3, longer
+
+
+def test_dry_run_estimates_gpu_hours_from_a_bench_figure(tmp_path):
+    """On a GPU cluster profile the plan is priced in GPU-hours, K runs per task sharing a GPU."""
+    (tmp_path / "bench").mkdir()
+    # 80 s per batch of 8 at 64x64: 13 s per image-epoch with the epoch's data and selection.
+    (tmp_path / "bench" / "cuda.json").write_text(json.dumps(
+        {"arch": "ultralbm", "size": 64, "batch": 8, "train_step_s": 80.0}))
+    profile = tmp_path / "gpu.toml"
+    profile.write_text("gpus_per_task = 1\nruns_per_task = 2\n")
+    out = cli("run", "table6", "--seeds", "2", "--dry-run", "--launcher", "slurm", "--cluster", str(profile),
+              *TINY, results=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # 28 training images (70% of 40) x 2 epochs x 13 s = 728 s per run; 6 runs, 2 per GPU: 0.6 GPU-hours.
+    assert out.stdout.count("~728 s (bench figure on cuda)") == 6, out.stdout
+    assert "estimated cost: 0.6 GPU-hours on cluster profile gpu (1 GPU(s) per task, 2 run(s) per task" in out.stdout
+
 
 def test_two_invocations_at_once_run_everything_exactly_once(tmp_path):
     a = cli("run", "table6", "--seeds", "2", *TINY, results=tmp_path, wait=False)

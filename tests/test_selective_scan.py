@@ -1,4 +1,4 @@
-"""The blocked scan equals the plain sequential scan, in outputs and gradients."""
+"""The project's scan (one loop over time, or chunks) equals the plain sequential scan, in outputs and gradients."""
 
 import pytest
 import torch
@@ -46,6 +46,16 @@ def test_block_size_does_not_change_the_result(block):
     y, g = _run(selective_scan, xs, block=block)
     assert torch.allclose(y, y_ref, atol=1e-10)
     assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(g, g_ref))
+
+
+@pytest.mark.parametrize("batch,d,length", [(1, 2, 1500), (64, 16, 40)])
+def test_default_paths_match_sequential(batch, d, length):
+    # (1, 2, 1500): past DIRECT_MAX, chunked by default; (64, 16, 40): one loop over time.
+    xs = _inputs(batch, d, 16, length, torch.float64, seed=5)
+    y_ref, g_ref = _run(selective_scan_reference, xs)
+    y, g = _run(selective_scan, xs)
+    assert torch.allclose(y, y_ref, atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-8) for a, b in zip(g, g_ref))
 
 
 def test_linear_scan_is_the_recurrence():

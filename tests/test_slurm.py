@@ -95,11 +95,12 @@ class FakeSubmit:
     def __init__(self):
         self.arrays = []
 
-    def __call__(self, specs, store, roots, snapshot, submission, folder, dependency, job_name):
+    def __call__(self, tasks, store, roots, snapshot, submission, folder, dependency, job_name):
         job = 100 + len(self.arrays)
+        specs = [s for task in tasks for s in task]
         self.arrays.append({"runs": [s["run_id"] for s in specs], "dependency": dependency, "name": job_name,
-                            "snapshot": snapshot, "specs": specs})
-        return [f"{job}_{i}" for i in range(len(specs))]
+                            "snapshot": snapshot, "specs": specs, "tasks": tasks})
+        return [f"{job}_{i}" for i in range(len(tasks))]
 
 
 def test_arrays_are_chunked_and_students_wait_for_their_teachers(tmp_path, monkeypatch):
@@ -351,7 +352,8 @@ def test_requeue_resumes_from_checkpoint_with_the_same_result(slurm_cluster, tmp
     finally:
         torch.set_num_threads(threads)
     assert record["test"] == reference["test"]
-    drop_time = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    # every timing (seconds, step_seconds, data_seconds, select_seconds) differs; the rest must not
+    drop_time = lambda history: [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in history]  # noqa: E731
     assert drop_time(record["history"]) == drop_time(reference["history"])
     assert (run_dir / "per_image_test.csv").read_text() == \
         (Store(tmp_path / "reference").run_dir(run.key) / "per_image_test.csv").read_text()
@@ -432,3 +434,52 @@ def test_gpu_requests_are_scheduled(slurm_cluster, tmp_path):
     record = wait_until_finished(store.root, [run.run_id], timeout=300)[run.run_id]
     assert record["status"] == "completed", record.get("reason")
     assert record["launcher"]["cuda_visible_devices"] == "0" and record["device"] == "cpu"
+
+
+def test_runs_per_task_groups_runs_into_tasks(tmp_path, monkeypatch):
+    """runs_per_task = 2: half as many array tasks, each holding two runs of one wave."""
+    store = Store(tmp_path / "store")
+    profile = sl.profile_from_dict({"runs_per_task": 2, "cpus_per_task": 2}, name="pairs")
+    runs = plan_runs(["t7-kl", "t3-ours"], [0, 1, 2], store)  # 3 teachers, 3 students
+    files = sl.write_sbatch(runs, store, profile, tmp_path / "out", roots={}, name="pairs", command="x",
+                            max_array_size=1001, python="PYTHON")
+    plan = json.loads(files.runs_file.read_text())
+    assert plan["tasks"] == [[0, 1], [2], [3, 4], [5]]  # teachers and students never share a task
+    assert [plan["runs"][i]["student"] for i in (3, 4, 5)] == [True, True, True]
+    assert "#SBATCH --array=0-1%2\n" in files.scripts[0].read_text()
+    assert "#SBATCH --cpus-per-task=2\n" in files.scripts[0].read_text()
+    assert '"$((2 + SLURM_ARRAY_TASK_ID))"' in files.student_scripts[0].read_text()
+    with pytest.raises(ConfigError, match="runs_per_task = 0: expected at least 1"):
+        sl.profile_from_dict({"runs_per_task": 0}, name="bad")
+
+    fake = FakeSubmit()
+    monkeypatch.setattr(sl.SlurmLauncher, "_submit_array", fake)
+    monkeypatch.setattr(sl, "_require", lambda tool: tool)
+    monkeypatch.setattr(sl, "_squeue_ids", lambda: set())
+    report = sl.SlurmLauncher(profile=profile).launch(runs, store, roots={}, log=lambda *a: None)
+    assert [[len(t) for t in a["tasks"]] for a in fake.arrays] == [[2, 1], [2, 1]]
+    assert len(set(report.submitted.values())) == 4  # two runs share each task's job id
+
+
+def test_runs_per_task_trains_a_table_on_the_cluster(slurm_cluster, tmp_path):
+    """The local cluster trains Table 6 (smoke, one seed) with two runs at once in each task."""
+    store_root = tmp_path / "store"
+    profile = tmp_path / "pairs.toml"
+    profile.write_text('partition = "debug"\ncpus_per_task = 2\nruns_per_task = 2\ntime_min = 30\n'
+                       'array_parallelism = 1\n')
+    out = study("run", "table6", "--seeds", "1", "--profile", "smoke", "--launcher", "slurm",
+                "--cluster", str(profile), "--results", str(store_root), *TINY)
+    assert "2 runs per task" in out.stdout, out.stdout
+    run_ids = [p.stem for p in (store_root / "slurm" / "jobs").glob("*.json")]
+    assert len(run_ids) == 3
+    recs = wait_until_finished(store_root, run_ids, timeout=900)
+    assert all(recs[r]["status"] == "completed" for r in run_ids), {r: recs[r].get("reason") for r in run_ids}
+    by_job: dict[str, list[dict]] = {}
+    for r in run_ids:
+        by_job.setdefault(recs[r]["launcher"]["job_id"], []).append(recs[r])
+    assert sorted(len(v) for v in by_job.values()) == [1, 2]
+    (pair,) = [v for v in by_job.values() if len(v) == 2]
+    assert all(rec["threads"] == 1 for rec in pair)  # the task's 2 CPUs shared by its 2 runs
+    # The two runs of one task trained at the same time, in two processes.
+    spans = sorted((a["attempts"][0]["started_at"], a["finished_at"]) for a in pair)
+    assert spans[1][0] < spans[0][1]

@@ -1,42 +1,94 @@
-"""`python -m study bench`: train-step and inference timings per Mamba backend."""
+"""`python -m study bench`: ours against the straightforward implementation, per Mamba backend."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="time a training step and inference of a variant, per Mamba backend",
-                       description="Median CPU (and, where available, CUDA) timings. Prints figures, asserts nothing.")
+    p = sub.add_parser("bench", help="time a training step and inference against the mambapy reference",
+                       description="Median timings, interleaved with the reference. Prints figures, asserts nothing.")
     p.add_argument("--variant", default="ultralbm", help="row id (default ultralbm)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the free CPUs this process may use)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: time the mamba-ssm kernels and the PyTorch scan on the GPU and check they agree")
     p.add_argument("--scan-length", type=int, default=1024,
                    help="sequence length of the scan micro-benchmark (0 skips it)")
-    p.add_argument("--no-reference", action="store_true", help="skip the slow sequential reference scan")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the mambapy reference and the sequential scan reference")
+    p.add_argument("--record", action="store_true",
+                   help="save this device's train-step figure in the results store, for `run --dry-run` estimates")
+    p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
     p.set_defaults(func=run)
+
+
+def _spread(t) -> str:
+    return f"{t.low_s * 1e3:.0f}-{t.high_s * 1e3:.0f} ms"
+
+
+def _print_comparison(c, repeats: int) -> None:
+    print(f"  train step   ours {c.ours_train.median_s:.3f} s ({_spread(c.ours_train)}), "
+          f"reference {c.reference_train.median_s:.3f} s ({_spread(c.reference_train)}): "
+          f"ratio {c.train_ratio:.2f}")
+    print(f"  inference    ours {c.ours_infer.median_s * 1e3:.1f} ms, reference "
+          f"{c.reference_infer.median_s * 1e3:.1f} ms per image: ratio {c.infer_ratio:.2f}")
+    print(f"  (medians of {repeats} train steps and {repeats * 4} inferences, interleaved; "
+          f"largest logit difference {c.logits_max_diff:.1e})")
+
+
+def _record(args, row, result, where: str) -> None:
+    import time
+
+    from study.store import RESULTS_DIR, Store, atomic_write_json
+
+    store = Store(args.results or RESULTS_DIR)
+    path = store.bench_path(args.device)
+    atomic_write_json(path, {"arch": row.arch, "variant": row.id, "size": args.size, "batch": args.batch,
+                             "train_step_s": result.train.median_s, "mamba_backend": result.backend,
+                             "where": where, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    print(f"  recorded in {path} (used by `run --dry-run` where no epochs are recorded)")
 
 
 def run(args) -> int:
     import torch
 
-    from study.bench import bench_model, bench_scan
+    from study.bench import bench_backend, bench_scan, compare_with_reference
+    from study.errors import StudyError
+    from study.launch.cpus import default_threads, tune_allocator
     from study.models.mamba import available_backends
     from study.variants import find_row
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     row = find_row(args.variant)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise StudyError("--device cuda: no CUDA device is visible to torch here")
+    tune_allocator()
+    torch.set_num_threads(args.threads or default_threads())
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"variant {row.id} ({row.name}); batch {args.batch}, {args.size}x{args.size}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    for backend in available_backends():
-        r = bench_model(row.build_model, backend, args.batch, args.size, args.repeats)
-        print(f"  mamba backend {r.backend:5s} on {r.device}: train step {r.train_step_s:.3f} s "
-              f"(median of {args.repeats}), inference {r.infer_ms:.1f} ms per image")
-    if args.scan_length:
+          f"torch {torch.__version__}, {where}")
+    if not args.no_reference:
+        print("ours (fast path, project scan) vs reference (mambapy's Mamba, plain eager NCHW, AdamW loop):")
+        c = compare_with_reference(row.build_model, args.batch, args.size, args.repeats, args.device)
+        _print_comparison(c, args.repeats)
+    backends = ["torch"] + (["cuda"] if args.device == "cuda" and "cuda" in available_backends() else [])
+    results = [bench_backend(row.build_model, b, args.batch, args.size, max(3, args.repeats // 2), args.device)
+               for b in backends]
+    for r in results:
+        print(f"  mamba backend {r.backend:5s} on {r.device}: train step {r.train.median_s:.3f} s, "
+              f"inference {r.infer.median_s * 1e3:.1f} ms per image")
+    if args.record:
+        _record(args, row, results[-1], where)
+    if len(results) == 2:
+        diff = float((results[0].logits - results[1].logits).abs().max())
+        print(f"  kernels vs PyTorch scan: largest logit difference {diff:.1e}")
+    if args.device == "cuda" and len(results) == 1:
+        print("  mamba-ssm kernels not installed: only the PyTorch scan was timed (pip install 'ultralbm-study[cuda]')")
+    if args.scan_length and args.device == "cpu":
         s = bench_scan(length=args.scan_length, with_reference=not args.no_reference)
-        line = f"  selective scan fwd+bwd, batch 4, d 16, state 16, L {args.scan_length}: blocked {s['blocked'] * 1e3:.1f} ms"
+        line = f"  selective scan fwd+bwd, batch 4, d 16, state 16, L {args.scan_length}: {s['scan'] * 1e3:.1f} ms"
         if "reference" in s:
-            line += f", sequential reference {s['reference'] * 1e3:.1f} ms ({s['reference'] / s['blocked']:.0f}x)"
+            line += f", sequential reference {s['reference'] * 1e3:.1f} ms ({s['reference'] / s['scan']:.0f}x)"
         print(line)
     return 0

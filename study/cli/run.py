@@ -14,7 +14,8 @@ def register(sub) -> None:
     p.add_argument("--seed-list", default=None, help="explicit seeds, e.g. 0,4,7 (overrides --seeds)")
     p.add_argument("--datasets", default=None, help="comma-separated datasets (default: the table's / profile's)")
     p.add_argument("--launcher", default="local", help="local (default) or slurm")
-    p.add_argument("--jobs", type=int, default=1, help="local: worker processes (cores are divided between them)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="local: runs at once (default: one per free CPU for 64x64 smoke runs, else 1)")
     p.add_argument("--cluster", default=None, help="slurm: cluster profile name in slurm/")
     p.add_argument("--dry-run", action="store_true", help="print the plan and an estimate of its cost, run nothing")
     add_run_options(p)
@@ -66,29 +67,54 @@ def plan_from_args(args, store):
     return plan
 
 
+def print_estimate(plan, store, args) -> None:
+    """Each run's estimated cost, and the plan's total in CPU-minutes or, on a GPU cluster, GPU-hours."""
+    from study.plan import cost_rates, estimate_seconds, measured_wall_times
+
+    share, gpus, per_task = None, 0, 1
+    if args.launcher == "slurm":
+        from study.launch.slurm import load_profile
+
+        profile = load_profile(args.cluster)
+        gpus, per_task = profile.gpus_per_task, profile.runs_per_task
+    device = "cuda" if gpus else "cpu"
+    measured, rates = measured_wall_times(store), cost_rates(store)
+    total = 0.0
+    for r in plan.todo:
+        seconds, how = estimate_seconds(r, measured, rates, device)
+        total += seconds
+        print(f"  run   {r.run_id}  {r.label}  ~{seconds:.0f} s ({how})")
+    for r in plan.busy:
+        print(f"  busy  {r.run_id}  {r.label}")
+    for r in plan.done:
+        print(f"  skip  {r.run_id}  {r.label}  (completed)")
+    if gpus:
+        hours = total / per_task * gpus / 3600
+        print(f"estimated cost: {hours:.1f} GPU-hours on cluster profile {profile.name} ({gpus} GPU(s) per task, "
+              f"{per_task} run(s) per task sharing them, assumed not to slow each other)")
+        if not any(k[2] == "cuda" for k in rates):
+            print("  no GPU epochs recorded in this store and no `study bench --device cuda --record` figure: "
+                  "the per-run figures above are CPU estimates, so this overstates a GPU's cost")
+        return
+    if args.launcher == "local":
+        from study.launch.cpus import local_share
+
+        share = local_share([r.config.data.size for r in plan.todo], args.jobs, args.threads)
+    jobs = share.jobs if share else 1
+    print(f"estimated cost: {total / 60:.1f} CPU-minutes of training"
+          + (f", about {total / jobs / 60:.1f} min with {jobs} runs at once" if jobs > 1 else "")
+          + " (from completed runs of the same config, recorded epoch times or bench figures where there are "
+          "any; otherwise a rough 2-core CPU figure)")
+
+
 def run(args) -> int:
     from study.launch import get_launcher
-    from study.plan import estimate_seconds, measured_wall_times
     from study.store import RESULTS_DIR, Store
 
     store = Store(args.results or RESULTS_DIR)
     plan = plan_from_args(args, store)
     if args.dry_run:
-        measured = measured_wall_times(store)
-        total = 0.0
-        for r in plan.todo:
-            seconds, how = estimate_seconds(r, measured)
-            total += seconds
-            print(f"  run   {r.run_id}  {r.label}  ~{seconds:.0f} s ({how})")
-        for r in plan.busy:
-            print(f"  busy  {r.run_id}  {r.label}")
-        for r in plan.done:
-            print(f"  skip  {r.run_id}  {r.label}  (completed)")
-        jobs = max(1, args.jobs)
-        print(f"estimated cost: {total / 60:.1f} CPU-minutes of training"
-              + (f", about {total / jobs / 60:.1f} min with {jobs} jobs" if jobs > 1 else "")
-              + " (measured from completed runs of the same config where possible; "
-              "otherwise a rough 2-core CPU figure)")
+        print_estimate(plan, store, args)
         return 0
     if not plan.todo:
         print("nothing to do" if not plan.holders else
@@ -110,7 +136,12 @@ def run(args) -> int:
     for run_id, reason in report.failed.items():
         print(f"  failed {run_id}: {reason}")
     left = list(report.busy) if args.launcher == "local" else []  # SLURM's busy runs are queued, not left
-    left += [r.run_id for r in plan.busy if r.run_id in plan.holders]
+    held = [r.run_id for r in plan.busy if r.run_id in plan.holders]
+    if args.launcher == "slurm" and held:  # held by this store's own running SLURM jobs: not left
+        from study.launch.slurm import queued_runs
+
+        held = [run_id for run_id in held if run_id not in queued_runs(store, held)]
+    left += held
     if left:
         print(f"{len(left)} run(s) left untrained, held by a live process elsewhere; run again when it ends")
     if report.interrupted:

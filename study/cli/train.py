@@ -13,7 +13,7 @@ def add_run_options(p) -> None:
     p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
     p.add_argument("--root", dest="roots", action="append", default=[], metavar="DATASET=PATH",
                    help="where a dataset lives, e.g. --root isic2017=/data/ISIC2017 (repeatable)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: the free CPUs this process may use)")
 
 
 def parse_roots(items: list[str]) -> dict[str, str]:
@@ -54,8 +54,9 @@ def run(args) -> int:
 
     if args.seed < 0:
         raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from study.launch.cpus import configure_process, default_threads
+
+    configure_process(args.threads or default_threads())
     row = find_row(args.variant)
     config = row.run_config(args.dataset, args.profile, parse_overrides(args.overrides))
     roots = parse_roots(args.roots)

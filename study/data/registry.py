@@ -19,6 +19,7 @@ class DatasetInfo:
     files: str  # which archives of that release to unpack into one root
     paper_count: str  # how many pairs the paper used, for the user to compare
     needs_root: bool = True
+    pairs: int | None = None  # image/mask pairs of the release the paper used (cost estimates)
 
     @property
     def env_var(self) -> str:
@@ -37,6 +38,7 @@ DATASETS: dict[str, DatasetInfo] = {
                 "ISIC-2017_Validation_Data.zip, ISIC-2017_Validation_Part1_GroundTruth.zip"
             ),
             paper_count="2,150 (2,000 training + 150 validation)",
+            pairs=2150,
         ),
         DatasetInfo(
             name="isic2018",
@@ -47,6 +49,7 @@ DATASETS: dict[str, DatasetInfo] = {
                 "ISIC2018_Task1-2_Validation_Input.zip, ISIC2018_Task1_Validation_GroundTruth.zip"
             ),
             paper_count="2,694 (2,594 training + 100 validation)",
+            pairs=2694,
         ),
         DatasetInfo(
             name="ph2",
@@ -54,6 +57,7 @@ DATASETS: dict[str, DatasetInfo] = {
             download="https://www.fc.up.pt/addi/ph2%20database.html",
             files="PH2Dataset.rar (unpacks to PH2Dataset/PH2 Dataset images/IMDxxx/...)",
             paper_count="200 (all used for evaluation only)",
+            pairs=200,
         ),
         DatasetInfo(
             name="synthetic",

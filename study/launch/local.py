@@ -1,7 +1,9 @@
 """Local processes: sequential by default, or K worker processes sharing the cores.
 
-With K workers each gets cores // K torch threads: two processes each using
-both cores slowed a training step about thirty-fold on a 2-core machine.
+By default the free CPUs are shared out by ``study.launch.cpus.local_share``: small
+(64x64 smoke) runs one thread each, as many at once as there are free CPUs; larger
+runs one at a time on all of them. Two processes each using both cores slowed a
+training step about thirty-fold on a 2-core machine.
 Students wait for their teachers: runs go in two waves, teachers first.
 """
 
@@ -15,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from tqdm import tqdm
 
 from study.launch.core import BUSY, LaunchReport
-from study.launch.workers import init_worker, set_threads, threads_per_worker
+from study.launch.workers import init_worker, set_threads
 from study.plan import PlannedRun
 from study.record import Status
 from study.store import Store
@@ -37,12 +39,20 @@ def _train_one(config, seed, rows, store_root, roots, progress: bool = False) ->
 
 
 class LocalLauncher:
-    def __init__(self, jobs: int = 1, threads: int | None = None):
-        self.jobs = max(1, jobs)
-        self.threads = threads or threads_per_worker(self.jobs)
+    def __init__(self, jobs: int | None = None, threads: int | None = None):
+        # None: chosen per launch from the runs' input sizes and the free CPUs (study.launch.cpus).
+        self.jobs, self.threads = jobs, threads
+
+    def share(self, runs: list[PlannedRun]):
+        from study.launch.cpus import local_share
+
+        return local_share([r.config.data.size for r in runs], self.jobs, self.threads)
 
     def launch(self, runs: list[PlannedRun], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:
         report = LaunchReport()
+        share = self.share(runs)
+        log(f"local: {share.describe()}")
+        jobs, threads = share.jobs, share.threads
         waves = [[r for r in runs if not r.is_student], [r for r in runs if r.is_student]]
         total, done = len(runs), 0
         # On a terminal: a bar over the runs (and, one run at a time, one over each run's epochs);
@@ -67,15 +77,15 @@ class LocalLauncher:
             bar.update(1)
 
         try:
-            if self.jobs == 1:
-                set_threads(self.threads)
+            if jobs == 1:
+                set_threads(threads)
                 for wave in waves:
                     for run in wave:
                         note(run, *_train_one(run.config, run.seed, run.rows, store.root, roots, tty)[1:])
             else:
                 context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=init_worker,
-                                         initargs=(self.threads, os.getpid())) as pool:
+                with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
+                                         initargs=(threads, os.getpid())) as pool:
                     for wave in waves:
                         futures = {pool.submit(_train_one, r.config, r.seed, r.rows, store.root, roots): r
                                    for r in wave}

@@ -79,7 +79,10 @@ class ClusterProfile:
     constraint: str | None = None
     gpus_per_task: int = 0
     gpu_flag: str = "gpus-per-task"  # how GPUs are asked for: --gpus-per-task=N, --gpus-per-node=N, --gres=gpu:N
-    cpus_per_task: int = 1  # also the torch threads of each run
+    cpus_per_task: int = 1  # the task's CPUs, shared by its runs' torch threads
+    # Runs one task trains at once, in as many processes sharing its CPUs and GPU: a
+    # 34k-parameter model leaves a GPU mostly idle with one run.
+    runs_per_task: int = 1
     mem_gb: float | None = None  # --mem; None: the cluster's default (DefMemPerCPU)
     time_min: int = 60  # --time, minutes
     array_parallelism: int = 16  # most tasks of one array running at once (--array=0-N%K)
@@ -137,7 +140,7 @@ def parse_extra_sbatch(lines, where: str) -> dict[str, str | None]:
 
 _TYPES = {
     "description": str, "partition": str, "account": str, "qos": str, "constraint": str, "gpu_flag": str,
-    "job_name": str, "gpus_per_task": int, "cpus_per_task": int, "time_min": int, "array_parallelism": int,
+    "job_name": str, "gpus_per_task": int, "cpus_per_task": int, "runs_per_task": int, "time_min": int, "array_parallelism": int,
     "max_requeues": int, "signal_delay_s": int, "mem_gb": (int, float), "max_array_size": (int, str),
     "extra_sbatch": list, "setup": list, "snapshot": bool,
 }
@@ -184,7 +187,7 @@ def profile_from_dict(data: dict, *, name: str = "default", path: str | None = N
             value = tuple(value)
         options[key] = value
     profile = ClusterProfile(name=name, path=path, **options)
-    positive = ("cpus_per_task", "time_min", "array_parallelism", "signal_delay_s")
+    positive = ("cpus_per_task", "runs_per_task", "time_min", "array_parallelism", "signal_delay_s")
     for key in positive:
         if getattr(profile, key) < 1:
             raise ConfigError(f"{where}: {key} = {getattr(profile, key)}: expected at least 1")
@@ -294,13 +297,12 @@ def job_environment(snapshot: Snapshot, threads: int) -> list[str]:
 
 def _train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dict) -> dict:
     """Train or resume one run from its spec; the record gets ``info`` as record["launcher"]."""
-    import torch
-
     import study
     from study.config import RunConfig
+    from study.launch.cpus import configure_process
     from study.train.run import RunBusy, train_run
 
-    torch.set_num_threads(max(1, threads))
+    configure_process(threads)
     config = RunConfig.from_dict(spec["config"])
     if config.hash != spec["config_hash"]:
         raise StudyError(f"run {spec['run_id']}: this code ({study.__file__}) hashes its config to {config.hash}, "
@@ -320,6 +322,35 @@ def _train_task(spec: dict, store_root: str, roots: dict, threads: int, info: di
     return {"run_id": record.run_id, "status": record.status.value, "test_dsc": dsc}
 
 
+def _failed(spec: dict, exc: BaseException) -> dict:
+    return {"run_id": spec["run_id"], "status": Status.FAILED.value, "reason": f"{type(exc).__name__}: {exc}"}
+
+
+def _train_group(specs: list[dict], store_root: str, roots: dict, threads: int, info: dict) -> list[dict]:
+    """Train a task's runs: one in this process, or several at once in as many worker
+    processes, each with its share of the task's CPUs (and the task's GPU, shared)."""
+    if len(specs) == 1:
+        return [_train_task(specs[0], store_root, roots, threads, info)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from study.launch.workers import init_worker
+
+    per_run = max(1, threads // len(specs))
+    print(f"task: {len(specs)} runs at once, {per_run} thread(s) each", flush=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(specs), mp_context=context, initializer=init_worker,
+                             initargs=(per_run, os.getpid())) as pool:
+        futures = [pool.submit(_train_task, spec, store_root, roots, per_run, info) for spec in specs]
+        results = []
+        for spec, future in zip(specs, futures):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # the run's own record says more
+                results.append(_failed(spec, exc))
+    return results
+
+
 def _slurm_env_info() -> dict:
     env = os.environ
     array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
@@ -337,23 +368,24 @@ def _slurm_env_info() -> dict:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """One run as a submitit task. Checkpointable: on the time-limit signal submitit
-    pickles ``checkpoint()``'s DelayedSubmission (this same task) and requeues it;
-    the run then resumes from its own checkpoint files, so no state is pickled."""
+    """A task's runs (``runs_per_task`` of them) as a submitit task. Checkpointable: on the
+    time-limit signal submitit pickles ``checkpoint()``'s DelayedSubmission (this same
+    task) and requeues it; each run then resumes from its own checkpoint files (a
+    completed one is not redone), so no state is pickled."""
 
-    def __init__(self, spec: dict, store_root: str, roots: dict, threads: int, submission: dict):
-        self.spec, self.store_root, self.roots = spec, store_root, dict(roots)
+    def __init__(self, specs: list[dict], store_root: str, roots: dict, threads: int, submission: dict):
+        self.specs, self.store_root, self.roots = list(specs), store_root, dict(roots)
         self.threads, self.submission = threads, submission
 
-    def __call__(self) -> dict:
+    def __call__(self) -> list[dict]:
         paths = submitit.JobEnvironment().paths
         info = {**_slurm_env_info(), **self.submission, "launcher": "submitit",
                 "stdout_path": str(paths.stdout), "stderr_path": str(paths.stderr)}
-        return _train_task(self.spec, self.store_root, self.roots, self.threads, info)
+        return _train_group(self.specs, self.store_root, self.roots, self.threads, info)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        print(f"run {self.spec['run_id']}: checkpoint and requeue; it resumes from its last epoch checkpoint",
-              flush=True)
+        runs = ", ".join(s["run_id"] for s in self.specs)
+        print(f"run(s) {runs}: checkpoint and requeue; each resumes from its last epoch checkpoint", flush=True)
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -477,15 +509,15 @@ class SlurmLauncher:
         params["additional_parameters"] = {k: (True if v is None else v) for k, v in extra.items()}
         return params
 
-    def _submit_array(self, specs: list[dict], store: Store, roots: dict, snapshot: Snapshot, submission: dict,
-                      folder: Path, dependency: str | None, job_name: str) -> list[str]:
-        """Submit one array (one task per spec); returns the task job ids ("123_0", ...)."""
+    def _submit_array(self, tasks: list[list[dict]], store: Store, roots: dict, snapshot: Snapshot,
+                      submission: dict, folder: Path, dependency: str | None, job_name: str) -> list[str]:
+        """Submit one array (one task per group of specs); returns the task job ids ("123_0", ...)."""
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_requeues)
         executor.update_parameters(**self.executor_parameters(snapshot, dependency=dependency, job_name=job_name))
         jobs = []
         with executor.batch():
-            for spec in specs:
-                jobs.append(executor.submit(TrainJob(spec, str(store.root), roots, self.profile.cpus_per_task,
+            for specs in tasks:
+                jobs.append(executor.submit(TrainJob(specs, str(store.root), roots, self.profile.cpus_per_task,
                                                      submission)))
         return [str(j.job_id) for j in jobs]
 
@@ -514,26 +546,30 @@ class SlurmLauncher:
         size = array_size(p)
         log(f"SLURM: cluster profile {p.name}; code snapshot {snapshot.code_root} (commit "
             f"{(snapshot.commit or 'unknown')[:12]}{', uncommitted changes' if snapshot.dirty else ''}); "
-            f"arrays of at most {size} tasks, {p.array_parallelism} running at once each")
+            f"arrays of at most {size} tasks, {p.array_parallelism} running at once each"
+            + (f", {p.runs_per_task} runs per task" if p.runs_per_task > 1 else ""))
 
         job_of: dict[str, str] = dict(queued)
         teachers = [r for r in todo if not r.is_student]
         students = [r for r in todo if r.is_student]
         try:
             for wave, name in ((teachers, p.job_name), (students, f"{p.job_name}-students")):
-                for chunk in chunked(wave, size):
-                    deps = sorted({job_of[t] for t in map(teacher_run_id, chunk) if t in job_of})
+                for chunk in chunked(chunked(wave, p.runs_per_task), size):
+                    runs_in = [r for task in chunk for r in task]
+                    deps = sorted({job_of[t] for t in map(teacher_run_id, runs_in) if t in job_of})
                     dependency = "afterany:" + ":".join(deps) if deps else None
-                    ids = self._submit_array([run_spec(r) for r in chunk], store, roots, snapshot, submission,
-                                             folder, dependency, name)
-                    for run, job_id in zip(chunk, ids):
-                        job_of[run.run_id] = job_id
-                        report.submitted[run.run_id] = job_id
-                        atomic_write_json(_markers_dir(store) / f"{run.run_id}.json", {
-                            "job_id": job_id, "submission": submission_id, "label": run.label,
-                            "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                    ids = self._submit_array([[run_spec(r) for r in task] for task in chunk], store, roots,
+                                             snapshot, submission, folder, dependency, name)
+                    for task, job_id in zip(chunk, ids):
+                        for run in task:
+                            job_of[run.run_id] = job_id
+                            report.submitted[run.run_id] = job_id
+                            atomic_write_json(_markers_dir(store) / f"{run.run_id}.json", {
+                                "job_id": job_id, "submission": submission_id, "label": run.label,
+                                "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
                     array = ids[0].split("_")[0]
-                    log(f"  array {array}: {len(chunk)} run(s)" + (f", after {dependency}" if dependency else ""))
+                    log(f"  array {array}: {len(runs_in)} run(s) in {len(chunk)} task(s)"
+                        + (f", after {dependency}" if dependency else ""))
         except Exception as exc:
             done = f"{len(report.submitted)} run(s) were submitted and will run; " if report.submitted else ""
             raise StudyError(f"SLURM refused a submission: {exc}\n{done}fix the profile ({p.path or p.name}) and "
@@ -584,20 +620,22 @@ def sbatch_line(option: str, value: str | None) -> str:
     return f"#SBATCH --{option}={sbatch_value(value, option, always_quote=option in PATH_OPTIONS)}"
 
 
-def _script_text(profile: ClusterProfile, *, name: str, command: str, specs: list[dict], offset: int,
+def _script_text(profile: ClusterProfile, *, name: str, command: str, tasks: list[list[dict]], offset: int,
                  runs_file: Path, log_dir: Path, snapshot: Snapshot, python: str, store_root: Path,
                  students: bool) -> str:
-    n = len(specs)
+    n = len(tasks)
+    specs = [spec for task in tasks for spec in task]
     after = " (students: submit after their teachers, see submit.sh)" if students else ""
+    per_task = "one per array task" if len(specs) == n else f"{profile.runs_per_task} per array task, at once"
     lines = ["#!/bin/bash",
              comment(f"# Written by `{command}`."),
-             f"# {n} run(s), one per array task{after}.",
+             f"# {len(specs)} run(s), {per_task}{after}.",
              "# Each task trains one run into the store, or resumes it from its last checkpoint",
              comment(f"# ({store_root}/runs/<config hash>-s<seed>/checkpoints/last.pt); a completed run is not redone."),
              comment(f"# Runs: {runs_file}"),
              "#",
              "# task  run                    row(s), dataset, seed"]
-    lines += [comment(f"# {i:4d}  {s['run_id']:22s} {s['label']}") for i, s in enumerate(specs)]
+    lines += [comment(f"# {i:4d}  {s['run_id']:22s} {s['label']}") for i, task in enumerate(tasks) for s in task]
     options = [("job-name", name), ("array", f"0-{n - 1}%{min(n, profile.array_parallelism)}")]
     options += profile.sbatch_options()
     options += [("signal", f"B:USR2@{profile.signal_delay_s}"), ("requeue", None), ("open-mode", "append"),
@@ -635,8 +673,11 @@ def write_sbatch(runs: list[PlannedRun], store: Store, profile: ClusterProfile, 
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     specs = [run_spec(r) for r in ordered]
+    # Each array task trains the runs of one entry of "tasks" (indices into "runs").
+    groups = chunked(list(range(len(teachers))), profile.runs_per_task) + \
+        chunked(list(range(len(teachers), len(ordered))), profile.runs_per_task)
     atomic_write_json(files.runs_file, {
-        "store": str(store.root), "roots": roots, "threads": profile.cpus_per_task,
+        "store": str(store.root), "roots": roots, "threads": profile.cpus_per_task, "tasks": groups,
         "max_requeues": profile.max_requeues, "log_dir": str(log_dir), "cluster_profile": profile.name,
         "snapshot": str(snap.code_root), "snapshot_id": snap.id, "commit": snap.commit, "dirty": snap.dirty,
         "command": command, "runs": specs})
@@ -644,13 +685,14 @@ def write_sbatch(runs: list[PlannedRun], store: Store, profile: ClusterProfile, 
               "set -euo pipefail", 'cd "$(dirname "$0")"']
     offset = 0
     teacher_vars = []
-    for wave, suffix, is_students in ((teachers, "", False), (students, "-students", True)):
+    teacher_tasks = len(chunked(teachers, profile.runs_per_task))
+    for wave, suffix, is_students in ((groups[:teacher_tasks], "", False), (groups[teacher_tasks:], "-students", True)):
         parts = chunked(wave, size)
         for k, chunk in enumerate(parts):
             part = f"-part{k + 1}" if len(parts) > 1 else ""
             path = out_dir / f"{name}{suffix}{part}.sbatch"
             job = f"{profile.job_name}-{name}{suffix}"
-            text = _script_text(profile, name=job, command=command, specs=specs[offset:offset + len(chunk)],
+            text = _script_text(profile, name=job, command=command, tasks=[[specs[i] for i in g] for g in chunk],
                                 offset=offset, runs_file=files.runs_file, log_dir=log_dir, snapshot=snap,
                                 python=python, store_root=store.root, students=is_students)
             atomic_write_bytes(path, text.encode())
@@ -693,11 +735,11 @@ def _requeue_on_warning(max_requeues: int):
 
 def run_task(runs_file: str | Path, index: int) -> int:
     plan = json.loads(Path(runs_file).read_text())
-    try:
-        spec = plan["runs"][index]
-    except IndexError:
-        print(f"{runs_file} has {len(plan['runs'])} runs; no task {index}", file=sys.stderr)
+    tasks = plan.get("tasks") or [[i] for i in range(len(plan["runs"]))]
+    if not 0 <= index < len(tasks):
+        print(f"{runs_file} has {len(tasks)} tasks; no task {index}", file=sys.stderr)
         return 2
+    specs = [plan["runs"][i] for i in tasks[index]]
     _requeue_on_warning(int(plan.get("max_requeues", 0)))
     info = _slurm_env_info()
     env = os.environ
@@ -709,18 +751,19 @@ def run_task(runs_file: str | Path, index: int) -> int:
                  "commit": plan.get("commit"), "dirty": plan.get("dirty"),
                  "cluster_profile": plan.get("cluster_profile")})
     try:
-        result = _train_task(spec, plan["store"], plan.get("roots") or {}, int(plan.get("threads") or 1), info)
+        results = _train_group(specs, plan["store"], plan.get("roots") or {}, int(plan.get("threads") or 1), info)
     except KeyboardInterrupt:
-        print(f"run {spec['run_id']}: interrupted; it resumes from its last checkpoint", file=sys.stderr)
+        runs = ", ".join(s["run_id"] for s in specs)
+        print(f"run(s) {runs}: interrupted; each resumes from its last checkpoint", file=sys.stderr)
         return 143
-    return 0 if result["status"] in (Status.COMPLETED.value, BUSY) else 1
+    return 0 if all(r["status"] in (Status.COMPLETED.value, BUSY) for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.launch.slurm",
                                      description="Run one task of an array script written by `study sbatch`.")
     sub = parser.add_subparsers(dest="command", required=True)
-    task = sub.add_parser("task", help="train (or resume) run INDEX of RUNS.json")
+    task = sub.add_parser("task", help="train (or resume) the runs of task INDEX of RUNS.json")
     task.add_argument("runs_file", metavar="RUNS.json")
     task.add_argument("index", type=int)
     args = parser.parse_args(argv)

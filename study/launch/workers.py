@@ -1,7 +1,8 @@
 """Worker processes that share a machine's cores, and die with their parent.
 
-Threads per worker: the cores divided between the workers (two processes each
-using both cores slowed a training step about thirty-fold on a 2-core machine).
+Threads per worker: the free CPUs this process may use divided between the workers
+(two processes each using both cores slowed a training step about thirty-fold on a
+2-core machine); see ``study.launch.cpus``.
 A worker whose parent is gone (killed, its terminal closed) stops on its own:
 a watchdog thread sees the parent change and sends the worker SIGTERM, which a
 training run records as an interruption (resumable); an idle worker just exits.
@@ -18,17 +19,16 @@ WATCH_INTERVAL_S = 1.0
 
 
 def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """The free CPUs this process may use (``cpus.default_threads``), shared by ``workers``."""
+    from study.launch.cpus import default_threads
+
+    return default_threads(workers)
 
 
 def set_threads(threads: int) -> None:
-    import torch
+    from study.launch.cpus import configure_process
 
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable before the first parallel op of a process
-        pass
+    configure_process(threads)
 
 
 def exit_with_parent(parent_pid: int, grace_s: float = 30.0) -> threading.Thread:

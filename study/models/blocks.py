@@ -66,6 +66,11 @@ class MultiBranchBlock(nn.Module):
     global chunks and both directions); every DwConv chunk has its own weights.
     """
 
+    # True: each shared global module runs once on all its chunks and both directions
+    # (the fast path); False: once per chunk and direction, in the official release's
+    # order (the plain path, the oracle the batched one is tested against).
+    batch_branches = True
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, routing: tuple[str, ...]):
         super().__init__()
         chunk = in_channels // 4
@@ -84,8 +89,25 @@ class MultiBranchBlock(nn.Module):
             {str(i): DwConv(chunk, kernel_size) for i, kind in enumerate(self.routing) if kind == DWCONV}
         )
 
+    def _global_each(self, chunks: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """One call per chunk and direction, as the official release does."""
+        out: dict[int, torch.Tensor] = {}
+        for i, kind in enumerate(self.routing):
+            x = chunks[i]
+            if kind == MAMBA_BI:
+                out[i] = self.mamba(x) + self.mamba(x.flip(1)).flip(1)
+            elif kind == MAMBA_FWD:
+                out[i] = self.mamba(x)
+            elif kind == MAMBA_BI_UNSHARED:
+                out[i] = self.mamba(x) + self.mamba_backward(x.flip(1)).flip(1)
+            elif kind == ATTENTION:
+                out[i] = self.attention(x)
+        return out
+
     def _global(self, chunks: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Run each shared global module once on all chunks routed to it, both directions batched."""
+        if not self.batch_branches:
+            return self._global_each(chunks)
         out: dict[int, torch.Tensor] = {}
         by_kind: dict[str, list[int]] = {}
         for i, kind in enumerate(self.routing):

@@ -14,6 +14,7 @@ Checkpoints hold tensors and plain values only, and are read with
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import time
@@ -21,14 +22,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from study.config import RunConfig
+from study.data.batched import ResidentSplit
 from study.errors import StudyError
 from study.record import RunKey
 from study.store import Store, atomic_torch_save
 from study.train.data import RunData
-from study.train.losses import bce_dice_loss
+from study.train.engine import make_optimizer, prepare_batch, prepare_model
 from study.train.metrics import PooledMetrics, confusion_counts
 from study.train.objective import Objective
 
@@ -62,28 +65,41 @@ def make_loader(dataset, batch_size, shuffle, seed=None, drop_last: bool = False
                       drop_last=drop_last)
 
 
-@torch.no_grad()
-def evaluate(model, dataset, device: str = "cpu", on_batch=None) -> tuple[float, np.ndarray]:
+def _eval_batches(dataset, device: str):
+    if isinstance(dataset, ResidentSplit):
+        return dataset.batches(EVAL_BATCH)
+    return ((images.to(device), masks.to(device)) for images, masks in make_loader(dataset, EVAL_BATCH, False))
+
+
+def per_image_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B,) BCE + Dice of each image alone, as ``bce_dice_loss`` on a batch of one."""
+    bce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none").flatten(1).mean(1)
+    p, t = torch.sigmoid(logits).flatten(1), masks.flatten(1)
+    dice = (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
+    return bce + (1 - dice)
+
+
+def evaluate(model, dataset, device: str = "cpu", on_batch=None, engine: str = "fast") -> tuple[float, np.ndarray]:
     """(mean per-image BCE + Dice loss, per-image TP/FP/FN/TN counts) on ``dataset``.
 
-    The loss is averaged per image, as the official code's batch-size-1 test loader does.
+    ``dataset``: a ResidentSplit (the batched pipeline) or a SegmentationDataset (per sample). The loss is averaged per image, as the official code's batch-size-1
+    test loader does; losses and counts stay on the device until the end.
     ``on_batch(first_index, probabilities)`` sees each batch's (b, h, w) float32 probabilities
     (the stored predictions and the challenge's metrics are made from them).
     """
     model.eval()
     losses, counts = [], []
     seen = 0
-    for images, masks in make_loader(dataset, EVAL_BATCH, shuffle=False):
-        images, masks = images.to(device), masks.to(device)
-        logits = model.forward_logits(images)
-        for i in range(images.shape[0]):
-            losses.append(float(bce_dice_loss(logits[i:i + 1], masks[i:i + 1])))
-        probs = torch.sigmoid(logits)
-        counts.append(confusion_counts(probs, masks).cpu().numpy())
-        if on_batch is not None:
-            on_batch(seen, probs[:, 0].float().cpu().numpy())
-        seen += images.shape[0]
-    return float(np.mean(losses)), np.concatenate(counts)
+    with torch.inference_mode():
+        for images, masks in _eval_batches(dataset, device):
+            logits = model.forward_logits(prepare_batch(images, model, engine))
+            losses.append(per_image_loss(logits, masks))
+            probs = torch.sigmoid(logits)
+            counts.append(confusion_counts(probs, masks))
+            if on_batch is not None:
+                on_batch(seen, probs[:, 0].float().cpu().numpy())
+            seen += images.shape[0]
+    return float(torch.cat(losses).double().mean()), torch.cat(counts).cpu().numpy()
 
 
 @dataclass
@@ -103,16 +119,26 @@ class Trainer:
     best: dict = field(default_factory=lambda: {"epoch": None, "loss": math.inf})
     epoch: int = 0
     wall_before: float = 0.0
+    resident: dict = field(default_factory=dict)  # id(dataset) -> its ResidentSplit
 
     @classmethod
     def set_up(cls, config: RunConfig, key: RunKey, store: Store, data: RunData, teacher, device: str) -> "Trainer":
         seed_everything(derive_seed(key.seed, "init"))
-        model = config.build_model().to(device)
         t = config.train
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, eps=t.eps,
-                                      weight_decay=t.weight_decay)
+        model = prepare_model(config.build_model(), t.engine, device)
+        optimizer = make_optimizer(model, t.engine, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.t_max, eta_min=t.eta_min)
+        if teacher is not None:
+            teacher = prepare_model(teacher, t.engine, device)
         return cls(config, key, store, data, model, optimizer, scheduler, Objective(config.distill, teacher), device)
+
+    def split(self, dataset):
+        """The dataset as the configured pipeline serves it (resident splits are made once)."""
+        if self.config.data.pipeline != "batched" or dataset is None:
+            return dataset
+        if id(dataset) not in self.resident:
+            self.resident[id(dataset)] = ResidentSplit(dataset, self.device)
+        return self.resident[id(dataset)]
 
     def resume(self) -> bool:
         """Load ``checkpoints/last.pt`` if there is one; True when resumed."""
@@ -133,50 +159,80 @@ class Trainer:
         self.wall_before = float(state.get("wall_time_s", 0.0))
         return True
 
-    def run_epoch(self, check=lambda: None, progress: bool = False) -> dict:
-        """Train one epoch; return its history entry (selection metrics added by ``select``)."""
+    def _batches(self, drop_last: bool):
         t, seed, epoch = self.config.train, self.key.seed, self.epoch
-        started = time.time()
-        seed_everything(derive_seed(seed, "epoch", epoch))
-        self.data.train.reseed(derive_seed(seed, "augment", epoch))
+        order_seed, augment_seed = derive_seed(seed, "order", epoch), derive_seed(seed, "augment", epoch)
+        if self.config.data.pipeline == "batched":
+            return self.split(self.data.train).batches(t.batch_size, order_seed, augment_seed, drop_last)
+        self.data.train.reseed(augment_seed)
+        loader = make_loader(self.data.train, t.batch_size, shuffle=True, seed=order_seed, drop_last=drop_last)
+        return ((images.to(self.device), masks.to(self.device)) for images, masks in loader)
+
+    def run_epoch(self, check=lambda: None, progress: bool = False) -> dict:
+        """Train one epoch; return its history entry (selection metrics added by ``select``).
+
+        The entry times the epoch's parts: ``seconds`` (wall), ``step_seconds`` (forward,
+        backward and optimizer), ``data_seconds`` (making batches), ``select_seconds``.
+        """
+        t, epoch = self.config.train, self.epoch
+        started = time.perf_counter()
+        seed_everything(derive_seed(self.key.seed, "epoch", epoch))
         # A model that cannot train on a short last batch says so (MambaU-Lite, as its release).
         drop_last = bool(getattr(self.model, "train_drop_last", False)) and len(self.data.train) > t.batch_size
-        loader = make_loader(self.data.train, t.batch_size, shuffle=True, seed=derive_seed(seed, "order", epoch),
-                             drop_last=drop_last)
-        self.model.train()
-        lr = self.optimizer.param_groups[0]["lr"]
-        totals: dict[str, float] = {}
-        n = 0
+        batches = self._batches(drop_last)
         if progress:
             from tqdm import tqdm
 
-            loader = tqdm(loader, desc=f"{self.key.id} epoch {epoch + 1}/{t.epochs}", leave=False, position=1)
-        for step, (images, masks) in enumerate(loader):
+            steps = len(self.data.train) // t.batch_size if drop_last else -(-len(self.data.train) // t.batch_size)
+            batches = tqdm(batches, total=steps, desc=f"{self.key.id} epoch {epoch + 1}/{t.epochs}", leave=False,
+                           position=1)
+        self.model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        totals: dict[str, torch.Tensor] = {}
+        n, step_s, data_s = 0, 0.0, 0.0
+        on_cpu = torch.device(self.device).type == "cpu"
+        iterator = iter(batches)
+        for step in itertools.count():
+            fetched = time.perf_counter()
+            batch = next(iterator, None)
+            stepping = time.perf_counter()
+            data_s += stepping - fetched
+            if batch is None:
+                break
             check()
-            images, masks = images.to(self.device), masks.to(self.device)
-            loss, terms = self.objective(self.model.forward_logits(images), images, masks)
-            if not torch.isfinite(loss):
+            images, masks = batch
+            loss, terms = self.objective(self.model.forward_logits(prepare_batch(images, self.model, t.engine)),
+                                         images, masks)
+            # On a GPU a per-step check would wait for the device; the epoch's sums are checked below.
+            if on_cpu and not torch.isfinite(loss):
                 raise RunFailed(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, batch {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             bs = images.shape[0]
             n += bs
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * bs
-            for k, v in terms.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * bs
+            for k, v in {"loss": loss, **terms}.items():
+                v = v.detach() * bs if torch.is_tensor(v) else torch.tensor(float(v) * bs)
+                totals[k] = totals[k] + v if k in totals else v
+            step_s += time.perf_counter() - stepping
+        sums = {k: float(v) for k, v in totals.items()}
+        if not math.isfinite(sums["loss"]):
+            raise RunFailed(f"non-finite loss ({sums['loss']}) in epoch {epoch + 1}")
         self.scheduler.step()
-        entry = {"epoch": epoch + 1, "lr": lr, "train_loss": totals["loss"] / n}
-        entry.update({f"train_{k}": v / n for k, v in totals.items() if k != "loss"})
+        entry = {"epoch": epoch + 1, "lr": lr, "train_loss": sums["loss"] / n}
+        entry.update({f"train_{k}": v / n for k, v in sums.items() if k != "loss"})
+        selecting = time.perf_counter()
         self.select(entry)
-        entry["seconds"] = round(time.time() - started, 3)
+        now = time.perf_counter()
+        entry.update(seconds=round(now - started, 3), step_seconds=round(step_s, 3), data_seconds=round(data_s, 3),
+                     select_seconds=round(now - selecting, 3))
         return entry
 
     def select(self, entry: dict) -> None:
         """Score the selection split and keep the best weights so far (lowest selection loss)."""
         if self.data.selection is None:
             return
-        loss, counts = evaluate(self.model, self.data.selection, self.device)
+        loss, counts = evaluate(self.model, self.split(self.data.selection), self.device, engine=self.config.train.engine)
         entry["selection_loss"] = loss
         entry["selection_dsc"] = PooledMetrics.from_counts(counts).as_dict()["dsc"]
         if loss < self.best["loss"]:

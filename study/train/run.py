@@ -273,7 +273,8 @@ def _train(ctx: RunContext, trainer: Trainer, record: dict, stop_after_epochs) -
                 f", {trainer.data.selection_split} loss {entry['selection_loss']:.4f} "
                 f"DSC {entry['selection_dsc'] * 100:.2f}")
             ctx.log(f"{key.id} epoch {entry['epoch']}/{t.epochs}: train loss {entry['train_loss']:.4f}{sel} "
-                    f"({entry['seconds']:.1f} s)")
+                    f"({entry['seconds']:.2f} s: steps {entry['step_seconds']:.2f}, data {entry['data_seconds']:.2f}, "
+                    f"selection {entry['select_seconds']:.2f})")
         if ctx.epoch_callback:
             ctx.epoch_callback(entry["epoch"], entry)
     if len(trainer.history) < t.epochs:  # stopped early on purpose: resumable, not completed
@@ -294,7 +295,8 @@ def _finish(ctx: RunContext, trainer: Trainer, record: dict, started: float) -> 
     for split, dataset in splits.items():
         ctx.check_lease()
         results[split] = evaluate_split(trainer.model, dataset, trainer.device, store, key, split,
-                                        keep_predictions=split == "test")
+                                        keep_predictions=split == "test", served=trainer.split(dataset),
+                                        engine=ctx.config.train.engine)
     record["test"] = results["test"].scores
     record["external"] = {s: r.scores for s, r in results.items() if s != "test"}
     record["challenge"] = {s: r.challenge for s, r in results.items() if r.challenge is not None}
