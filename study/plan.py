@@ -3,6 +3,8 @@
 A run is (config hash, seed); two rows with the same resolved config (every
 ablation table's "Ours" row) are one run that serves both. Distillation runs
 depend on their teacher run, which is planned first even when not asked for.
+The plan hands each run to the launchers as a ``RunSpec`` (key, config, rows,
+teacher key), the one form every launcher and the search pass to ``train_spec``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,66 @@ from dataclasses import dataclass, field
 
 from study.config import RunConfig
 from study.lease import RunLease
-from study.record import RunKey, Status
-from study.store import Store
+from study.record import Status
+from study.store import RunKey, Store
 from study.variants import Row, select_rows
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run as the plan hands it to every launcher and to ``train_spec``, unchanged:
+    its identity, its resolved config, the rows that asked for it, and, for a
+    distillation student, its teacher's key (a run planned before it, never trained
+    from inside the student's run)."""
+
+    key: RunKey
+    config: RunConfig
+    rows: tuple[str, ...] = ()
+    teacher: RunKey | None = None
+
+    @classmethod
+    def of(cls, config: RunConfig, seed: int, rows=()) -> "RunSpec":
+        teacher = RunKey(config.teacher_config().hash, seed) if config.distill.enabled else None
+        return cls(RunKey(config.hash, seed), config, tuple(rows), teacher)
+
+    @property
+    def run_id(self) -> str:
+        return self.key.id
+
+    @property
+    def seed(self) -> int:
+        return self.key.seed
+
+    @property
+    def is_student(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def label(self) -> str:
+        who = ",".join(self.rows) if self.rows else "teacher"
+        return f"{who} {self.config.data.dataset} s{self.key.seed}"
+
+    def to_json(self) -> dict:
+        """JSON-native, for a job on another node."""
+        return {"run_id": self.run_id, "config_hash": self.key.config_hash, "config": self.config.to_dict(),
+                "seed": self.key.seed, "rows": list(self.rows), "label": self.label, "student": self.is_student,
+                "teacher": self.teacher.id if self.teacher else None}
+
+    @classmethod
+    def from_json(cls, obj: dict, where: str) -> "RunSpec":
+        """Parsed and checked: the config this code resolves must hash to the spec's run id."""
+        from study.errors import StudyError
+
+        try:
+            config, seed = RunConfig.from_dict(obj["config"]), int(obj["seed"])
+            rows = tuple(str(r) for r in obj.get("rows") or ())
+            expected = str(obj["config_hash"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StudyError(f"{where}: not a run spec ({type(exc).__name__}: {exc})") from None
+        if config.hash != expected:
+            raise StudyError(f"{where}: run {obj.get('run_id')}: this code hashes its config to {config.hash}, "
+                             f"not {expected}: the job does not run the code it was submitted with")
+        return cls.of(config, seed, rows)
 
 
 @dataclass
@@ -42,6 +101,11 @@ class PlannedRun:
     def is_student(self) -> bool:
         return self.config.distill.enabled
 
+    @property
+    def spec(self) -> RunSpec:
+        """What every launcher hands to the trainer."""
+        return RunSpec.of(self.config, self.seed, self.rows)
+
 
 @dataclass
 class Plan:
@@ -50,6 +114,7 @@ class Plan:
     busy: list[PlannedRun]  # held by another live process right now
     holders: dict[str, str] = field(default_factory=dict)  # run id of a busy run -> who holds it
     damaged: dict[str, str] = field(default_factory=dict)  # run id -> why (trained again, its files set aside)
+    unavailable: list[Row] = field(default_factory=list)  # rows asked for that cannot run (and why)
 
     @property
     def all(self) -> list[PlannedRun]:
@@ -65,8 +130,20 @@ def expand(
     overrides: dict | None = None,
 ) -> list[PlannedRun]:
     """Every run the names ask for, deduplicated by (hash, seed), teachers included and first."""
+    return _expand_rows([r for r in select_rows(names) if not r.unavailable], seeds, datasets, profile, overrides)
+
+
+def plan_runs(names: list[str], seeds: list[int], store: Store, *, datasets: list[str] | None = None,
+              profile: str = "paper", overrides: dict | None = None) -> Plan:
+    """The runs the names ask for, checked against the store; rows that cannot run in ``unavailable``."""
+    rows = select_rows(names)
+    plan = make_plan(_expand_rows([r for r in rows if not r.unavailable], seeds, datasets, profile, overrides), store)
+    plan.unavailable = [r for r in rows if r.unavailable]
+    return plan
+
+
+def _expand_rows(rows: list[Row], seeds: list[int], datasets, profile: str, overrides) -> list[PlannedRun]:
     runs: dict[tuple[str, int], PlannedRun] = {}
-    rows: list[Row] = [r for r in select_rows(names) if not r.unavailable]
 
     def add(config: RunConfig, seed: int, row_id: str | None) -> PlannedRun:
         planned = runs.setdefault((config.hash, seed), PlannedRun(config, seed))
@@ -104,7 +181,7 @@ def make_plan(planned: list[PlannedRun], store: Store) -> Plan:
             plan.holders[run.run_id] = holder.describe()
             continue
         if record is not None and record.status is Status.DAMAGED:
-            plan.damaged[run.run_id] = record.reason or "damaged"
+            plan.damaged[run.run_id] = record.reason or Status.DAMAGED.value
         plan.todo.append(run)
     return plan
 

@@ -1,7 +1,7 @@
 """A run's identity and its record, typed and validated at the store's boundary.
 
-``RunKey`` (config hash + seed) is a run's identity and spells its id;
-``Status`` names every state a run can be in; ``RunRecord`` is what
+A run's identity, ``RunKey`` (config hash + seed), belongs to the store
+(``study.store``), which alone spells a run's id; ``Status`` names every state a run can be in; ``RunRecord`` is what
 ``record.json`` holds, parsed and checked when read. Bytes read from a store
 that a whole lab writes to are never trusted: a record that does not parse is
 reported as damaged, never executed, never allowed to stop the reading of
@@ -14,13 +14,14 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from study.errors import ConfigError, StudyError
 
+if TYPE_CHECKING:  # for the annotations only: the store imports this module
+    from study.store import RunKey
+
 RECORD_FORMAT = 2  # 2: integrity digests and pooled counts of every completed run
-_HASH = re.compile(r"[0-9a-f]{16}")
-_RUN_ID = re.compile(r"([0-9a-f]{16})-s(0|[1-9][0-9]{0,8})")
 _SPLIT = re.compile(r"[a-z0-9][a-z0-9_]*")
 _ROW_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _TABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -41,36 +42,9 @@ class Status(str, Enum):
         return self.value
 
 
-@dataclass(frozen=True, order=True)
-class RunKey:
-    """A run's identity: the hash of its resolved config and its seed."""
-
-    config_hash: str
-    seed: int
-
-    def __post_init__(self):
-        if not isinstance(self.config_hash, str) or not _HASH.fullmatch(self.config_hash):
-            raise RecordError(f"config hash {self.config_hash!r}: expected 16 lowercase hex digits")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 10**9:
-            raise RecordError(f"seed {self.seed!r}: expected an integer from 0 to 999999999")
-
-    @property
-    def id(self) -> str:
-        return f"{self.config_hash}-s{self.seed}"
-
-    @classmethod
-    def from_id(cls, run_id: str) -> "RunKey":
-        match = _RUN_ID.fullmatch(run_id) if isinstance(run_id, str) else None
-        if not match:
-            raise RecordError(f"run id {run_id!r}: expected <16 hex digits>-s<seed>")
-        return cls(match.group(1), int(match.group(2)))
-
-    @staticmethod
-    def is_id(name: str) -> bool:
-        return bool(_RUN_ID.fullmatch(name))
-
-    def __str__(self) -> str:
-        return self.id
+# What `status` and the report say of a planned run that has no run status of its own.
+MISSING = "missing"  # no record at all
+QUEUED = "queued"  # waiting in a cluster's queue, no record yet
 
 
 def check_row_id(row_id: str, where: str) -> str:
@@ -116,7 +90,7 @@ class RunRecord:
     """The content of ``record.json``: typed fields for what the harness reads back,
     ``details`` for provenance a person reads (history, versions, attempts, ...)."""
 
-    key: RunKey
+    key: "RunKey"  # study.store.RunKey
     status: Status
     config: Mapping[str, Any] | None  # the resolved config (None only for an unparsable record)
     reason: str | None = None
@@ -164,7 +138,7 @@ class RunRecord:
         return replace(self, status=status, reason=reason)
 
     @classmethod
-    def damaged(cls, key: RunKey, reason: str) -> "RunRecord":
+    def damaged(cls, key: "RunKey", reason: str) -> "RunRecord":
         """What an unreadable record stands for: its folder's identity and why."""
         return cls(key, Status.DAMAGED, None, reason=reason)
 
@@ -243,6 +217,8 @@ class _Parser:
         if not isinstance(obj, dict):
             self.fail(f"expected a JSON object, got {type(obj).__name__}")
         try:
+            from study.store import RunKey  # the store owns run identity (it imports this module)
+
             key = RunKey(obj.get("config_hash"), obj.get("seed"))
         except RecordError as exc:
             self.fail(str(exc))

@@ -6,12 +6,9 @@ from dataclasses import dataclass, field
 
 from study.index import table_cells
 from study.lease import RunLease
-from study.record import RunKey, RunRecord, Status
-from study.store import Store
+from study.record import MISSING, QUEUED, RunRecord, Status
+from study.store import RunKey, Store
 from study.variants import Table
-
-MISSING = "missing"  # not a run status: no record at all
-QUEUED = "queued"  # not a run status: waiting in a cluster's queue
 
 
 def run_state(record: RunRecord | None, store: Store) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,9 +33,43 @@ from typing import Iterator
 
 from study.errors import StudyError
 from study.per_image import parse_counts
-from study.record import FileDigest, RecordError, RunKey, RunRecord, Status
+from study.record import FileDigest, RecordError, RunRecord, Status
 
 RESULTS_DIR = Path(os.environ.get("STUDY_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+_HASH = re.compile(r"[0-9a-f]{16}")
+_RUN_ID = re.compile(r"([0-9a-f]{16})-s(0|[1-9][0-9]{0,8})")
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """A run's identity: the hash of its resolved config and its seed."""
+
+    config_hash: str
+    seed: int
+
+    def __post_init__(self):
+        if not isinstance(self.config_hash, str) or not _HASH.fullmatch(self.config_hash):
+            raise RecordError(f"config hash {self.config_hash!r}: expected 16 lowercase hex digits")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 10**9:
+            raise RecordError(f"seed {self.seed!r}: expected an integer from 0 to 999999999")
+
+    @property
+    def id(self) -> str:
+        return f"{self.config_hash}-s{self.seed}"
+
+    @classmethod
+    def from_id(cls, run_id: str) -> "RunKey":
+        match = _RUN_ID.fullmatch(run_id) if isinstance(run_id, str) else None
+        if not match:
+            raise RecordError(f"run id {run_id!r}: expected <16 hex digits>-s<seed>")
+        return cls(match.group(1), int(match.group(2)))
+
+    @staticmethod
+    def is_id(name: str) -> bool:
+        return bool(_RUN_ID.fullmatch(name))
+
+    def __str__(self) -> str:
+        return self.id
 ASIDE_MARK = ".damaged-"
 
 

@@ -18,6 +18,8 @@ with the same weights, which resumes the same run from its checkpoint.
 
 from __future__ import annotations
 
+import json
+
 import fcntl
 import math
 import os
@@ -30,8 +32,7 @@ from pathlib import Path
 from study.config import RunConfig
 from study.errors import ConfigError
 from study.lease import pid_alive
-from study.record import RunKey
-from study.store import Store
+from study.store import RunKey, Store
 
 # Search space. lambda_s multiplies the DKD term together with the fixed soft
 # factor (8.0), as in the official release.
@@ -200,7 +201,8 @@ def suggest(trial, spec: TuneSpec) -> dict:
 def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
     import optuna
 
-    from study.train.run import RunStopped, train_run
+    from study.plan import RunSpec
+    from study.train.run import RunStopped, train_spec
 
     params = suggest(trial, spec)
     config = spec.trial_config(params)
@@ -217,8 +219,8 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
 
     store = Store(spec.store_root)
     try:
-        record = train_run(config, spec.seed, store, rows=(f"tune:{spec.study_name}",), roots=spec.roots or {},
-                           progress=False, epoch_callback=on_epoch)
+        record = train_spec(RunSpec.of(config, spec.seed, (f"tune:{spec.study_name}",)), store,
+                            roots=spec.roots or {}, progress=False, epoch_callback=on_epoch)
     except RunStopped:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         log(f"trial {trial.number}: pruned")
@@ -257,15 +259,15 @@ def run_worker(spec: TuneSpec, threads: int | None = None, log=print) -> int:
 
 def ensure_teacher(spec: TuneSpec, log=print) -> str:
     """Train the teacher (same protocol: holdout selection) into the store unless it is there."""
-    from study.train.run import train_run
+    from study.plan import RunSpec
+    from study.train.run import train_spec
 
-    teacher = spec.base_config().teacher_config()
-    key = RunKey(teacher.hash, spec.seed)
-    record = Store(spec.store_root).load(key)
+    teacher = RunSpec.of(spec.base_config().teacher_config(), spec.seed)
+    record = Store(spec.store_root).load(teacher.key)
     if record is not None and record.completed:
         return record.run_id
-    log(f"training the teacher {key.id} (full model, holdout selection) into the store first")
-    record = train_run(teacher, spec.seed, Store(spec.store_root), roots=spec.roots or {}, progress=False)
+    log(f"training the teacher {teacher.run_id} (full model, holdout selection) into the store first")
+    record = train_spec(teacher, Store(spec.store_root), roots=spec.roots or {}, progress=False)
     return record.run_id
 
 
@@ -350,10 +352,15 @@ def export_best(study, name: str, variants_file: Path) -> Path:
         raise ConfigError(f"{variants_file}: a row with id {name!r} already exists; choose another --export name")
     weights = {"hard": best.params.get("hard", 1.0), **{k: best.params[k] for k in SPACE}}
     distill = ", ".join(f"{k} = {v:.6g}" for k, v in weights.items())
+    # The student is the base row's model (Table 7's -T): its own options, never a copy typed here.
+    from study.variants import find_row
+
+    student = {k: v for k, v in find_row(BASE_ROW).model.items() if k != "arch"}
+    model = "".join(f"model.{k} = {json.dumps(v)}\n" for k, v in sorted(student.items()))
     block = (
         f"\n# Exported by `study tune show --export {name}` from study {study.study_name!r}, trial {best.number} "
         f"(holdout DSC {best.value * 100:.2f}).\n"
-        f"[[rows]]\nid = \"{name}\"\nname = \"Tuned weights ({name})\"\nmodel.channel_multiplier = 0.5\n"
+        f"[[rows]]\nid = \"{name}\"\nname = \"Tuned weights ({name})\"\n{model}"
         f"distill = {{ {distill} }}\n"
     )
     variants_file.write_text(original + block)

@@ -34,7 +34,7 @@ def verify_store(store: Store, progress=None) -> StoreCheck:
         else:
             check.counts[record.status.value] += 1
             if record.status is Status.DAMAGED:
-                check.damaged.append((key.id, record.reason or "damaged"))
+                check.damaged.append((key.id, record.reason or Status.DAMAGED.value))
         if progress:
             progress(i + 1, len(keys))
     check.strays = store.strays()

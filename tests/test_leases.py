@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO_ROOT, _missing
 from study.errors import ConfigError
 from study.lease import RunLease
-from study.record import RunKey, Status
-from study.store import Store
+from study.record import Status
+from study.store import RunKey, Store
 from study.variants import find_row, load_tables
 
 TINY = ["--profile", "smoke", "--set", "data.synthetic_count=40", "--threads", "1"]

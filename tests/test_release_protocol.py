@@ -13,9 +13,8 @@ from conftest import REPO_ROOT
 from study.config import RunConfig
 from study.data.split import split_from_release
 from study.errors import DataError
-from study.record import RunKey
 from study.report.collect import collect_table
-from study.store import Store
+from study.store import RunKey, Store
 from study.variants import find_row, load_tables
 
 ISIC17 = ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth")

@@ -27,9 +27,9 @@ from study.config import parse_overrides
 from study.errors import ConfigError
 from study.launch import get_launcher
 from study.launch import slurm as sl
+from study.launch.slurm import cluster as sl_cluster
 from study.plan import expand, make_plan
-from study.record import RunKey
-from study.store import Store
+from study.store import RunKey, Store
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "slurm"
 TINY = ["--set", "data.synthetic_count=40", "--set", "train.epochs=2"]
@@ -111,8 +111,8 @@ def test_arrays_are_chunked_and_students_wait_for_their_teachers(tmp_path, monke
     assert len(students) == 6 and len(teachers) == 3  # t3-ours is the teacher: one run serves both
     fake = FakeSubmit()
     monkeypatch.setattr(sl.SlurmLauncher, "_submit_array", fake)
-    monkeypatch.setattr(sl, "_require", lambda tool: tool)
-    monkeypatch.setattr(sl, "_squeue_ids", lambda: set())
+    monkeypatch.setattr(sl_cluster, "require", lambda tool: tool)
+    monkeypatch.setattr(sl_cluster, "_squeue_ids", lambda: set())
     launcher = sl.SlurmLauncher(profile=sl.profile_from_dict({"max_array_size": 2}, name="test"))
     report = launcher.launch(runs, store, roots={}, log=lambda *a: None)
 
@@ -133,12 +133,12 @@ def test_arrays_are_chunked_and_students_wait_for_their_teachers(tmp_path, monke
     assert markers == report.submitted
 
     # Submitting again while those jobs are queued submits nothing twice.
-    monkeypatch.setattr(sl, "_squeue_ids", lambda: set(report.submitted.values()))
+    monkeypatch.setattr(sl_cluster, "_squeue_ids", lambda: set(report.submitted.values()))
     again = sl.SlurmLauncher(profile=launcher.profile).launch(runs, store, roots={}, log=lambda *a: None)
     assert not again.submitted and sorted(again.busy) == sorted(report.submitted)
     # ... and a student whose teacher is still queued depends on that queued job.
     still = {k: v for k, v in report.submitted.items() if k in {r.run_id for r in teachers}}
-    monkeypatch.setattr(sl, "_squeue_ids", lambda: set(still.values()))
+    monkeypatch.setattr(sl_cluster, "_squeue_ids", lambda: set(still.values()))
     fake.arrays.clear()
     sl.SlurmLauncher(profile=launcher.profile).launch(students[:1], store, roots={}, log=lambda *a: None)
     assert fake.arrays[0]["dependency"] == f"afterany:{still[sl.teacher_run_id(students[0])]}"
@@ -454,8 +454,8 @@ def test_runs_per_task_groups_runs_into_tasks(tmp_path, monkeypatch):
 
     fake = FakeSubmit()
     monkeypatch.setattr(sl.SlurmLauncher, "_submit_array", fake)
-    monkeypatch.setattr(sl, "_require", lambda tool: tool)
-    monkeypatch.setattr(sl, "_squeue_ids", lambda: set())
+    monkeypatch.setattr(sl_cluster, "require", lambda tool: tool)
+    monkeypatch.setattr(sl_cluster, "_squeue_ids", lambda: set())
     report = sl.SlurmLauncher(profile=profile).launch(runs, store, roots={}, log=lambda *a: None)
     assert [[len(t) for t in a["tasks"]] for a in fake.arrays] == [[2, 1], [2, 1]]
     assert len(set(report.submitted.values())) == 4  # two runs share each task's job id
@@ -483,3 +483,57 @@ def test_runs_per_task_trains_a_table_on_the_cluster(slurm_cluster, tmp_path):
     # The two runs of one task trained at the same time, in two processes.
     spans = sorted((a["attempts"][0]["started_at"], a["finished_at"]) for a in pair)
     assert spans[1][0] < spans[0][1]
+
+
+# ----------------------------------------------------------------------------- fake sbatch/squeue on PATH
+
+
+def _fake_slurm_tools(tmp_path: Path, monkeypatch, queue: str = "") -> Path:
+    """``sbatch``, ``squeue`` and ``scontrol`` stand-ins on PATH, as submitit's own tests do:
+    sbatch keeps its command line and the script it was given, and answers with a job id."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    log.mkdir()
+    tools = {
+        "sbatch": 'echo "$@" >> "$FAKE_SLURM/sbatch.args"\n'
+                  'cp "${@: -1}" "$FAKE_SLURM/script-$(ls "$FAKE_SLURM" | grep -c script).sh"\n'
+                  'echo "Submitted batch job 4242"\n',
+        "squeue": 'echo "$@" >> "$FAKE_SLURM/squeue.args"\ncat "$FAKE_SLURM/queue"\n',
+        "scontrol": 'echo "MaxArraySize            = 5"\n',
+    }
+    for name, body in tools.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    (log / "queue").write_text(queue)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(log))
+    return log
+
+
+def test_submitit_command_line_and_queue_through_fake_tools(tmp_path, monkeypatch):
+    log = _fake_slurm_tools(tmp_path, monkeypatch)
+    store = Store(tmp_path / "store")
+    runs = plan_runs(["t6-none"], [0, 1, 2], store)
+    profile = sl.profile_from_dict({"partition": "gpu", "cpus_per_task": 4, "time_min": 30,
+                                    "extra_sbatch": ["--mail-type=FAIL"]}, name="fake")
+    report = sl.SlurmLauncher(profile=profile).launch(runs, store, roots={}, log=lambda *a: None)
+    assert report.submitted == {r.run_id: f"4242_{i}" for i, r in enumerate(runs)}
+    (args,) = (log / "sbatch.args").read_text().splitlines()  # one array, one sbatch call
+    # sbatch gets one argument, the script submitit wrote in the submission's log folder
+    assert args.startswith(str(store.root / "slurm" / "logs")) and args.endswith(".sh") and " " not in args
+    script = (log / "script-0.sh").read_text()
+    for line in ("--array=0-2%3", "--partition=gpu", "--cpus-per-task=4", "--time=30", "--requeue",
+                 "--mail-type=FAIL", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "export OMP_NUM_THREADS=4" in script
+
+    # The queue decides what counts as still queued: array tasks as squeue prints them.
+    (log / "queue").write_text("4242_0|RUNNING\n4242_1|PENDING\n4242_2|COMPLETED\n")
+    assert sl.queued_runs(store) == {runs[0].run_id: "4242_0", runs[1].run_id: "4242_1"}
+    assert "-h -r -o %i|%T" in (log / "squeue.args").read_text()
+    again = sl.SlurmLauncher(profile=profile).launch(runs, store, roots={}, log=lambda *a: None)
+    assert sorted(again.busy) == sorted(r.run_id for r in runs[:2])
+    assert again.submitted == {runs[2].run_id: "4242"}  # submitted anew, alone: submitit sends a plain job
+    assert len((log / "sbatch.args").read_text().splitlines()) == 2
+    (log / "queue").unlink()  # squeue failing: nothing is taken for queued
+    assert sl.queued_runs(store) == {}

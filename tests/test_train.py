@@ -13,8 +13,7 @@ import torch
 
 from conftest import REPO_ROOT
 from study.errors import StudyError
-from study.record import RunKey
-from study.store import Store
+from study.store import RunKey, Store
 from study.train import loop as loop_mod
 from study.train.run import train_run
 from study.variants import find_row

@@ -49,14 +49,13 @@ def check_data_roots(runs, roots: dict[str, str]) -> None:
 def plan_from_args(args, store):
     """The command's rows x datasets x seeds, checked against the store; prints what it found."""
     from study.config import parse_overrides
-    from study.plan import expand, make_plan, unavailable_rows
+    from study.plan import plan_runs
 
     datasets = args.datasets.split(",") if args.datasets else None
-    planned = expand(args.names, seeds_from(args), datasets=datasets, profile=args.profile,
+    plan = plan_runs(args.names, seeds_from(args), store, datasets=datasets, profile=args.profile,
                      overrides=parse_overrides(args.overrides))
-    for row in unavailable_rows(args.names):
+    for row in plan.unavailable:
         print(f"unavailable: {row.id} ({row.name}): {row.unavailable}")
-    plan = make_plan(planned, store)
     print(f"plan: {len(plan.all)} run(s): {len(plan.todo)} to run, {len(plan.done)} completed (skipped), "
           f"{len(plan.busy)} running or queued elsewhere; store {store.root}")
     for run_id, why in plan.damaged.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 def states() -> tuple[str, ...]:
     """Every state status prints, in order (imported late: ``--help`` stays free of torch)."""
     from study.record import Status
-    from study.status import MISSING, QUEUED
+    from study.record import MISSING, QUEUED
 
     return (Status.COMPLETED.value, Status.FAILED.value, Status.DAMAGED.value, Status.RUNNING.value, QUEUED,
             Status.INTERRUPTED.value, MISSING)

@@ -43,11 +43,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from study.config import parse_overrides
     from study.errors import ConfigError, StudyError
-    from study.record import RunKey
+    from study.store import RunKey
     from study.store import RESULTS_DIR, Store
     from study.train.run import check_data_roots, train_run
     from study.variants import find_row

@@ -66,7 +66,7 @@ def run_distill(args) -> int:
     prepare_study(spec)
     ensure_teacher(spec)
     if args.launcher == "slurm":
-        from study.launch.slurm import submit_tune_workers
+        from study.tune_slurm import submit_tune_workers
 
         jobs = submit_tune_workers(spec, args.workers, args.cluster)
         print(f"submitted {len(jobs)} worker task(s): {', '.join(jobs)}; `python -m study tune show` follows them")

@@ -20,6 +20,7 @@ class DatasetInfo:
     paper_count: str  # how many pairs the paper used, for the user to compare
     needs_root: bool = True
     pairs: int | None = None  # image/mask pairs of the release the paper used (cost estimates)
+    label: str = ""  # a table's column header: ``ISIC 2017``
 
     @property
     def env_var(self) -> str:
@@ -39,6 +40,7 @@ DATASETS: dict[str, DatasetInfo] = {
             ),
             paper_count="2,150 (2,000 training + 150 validation)",
             pairs=2150,
+            label="ISIC 2017",
         ),
         DatasetInfo(
             name="isic2018",
@@ -50,6 +52,7 @@ DATASETS: dict[str, DatasetInfo] = {
             ),
             paper_count="2,694 (2,594 training + 100 validation)",
             pairs=2694,
+            label="ISIC 2018",
         ),
         DatasetInfo(
             name="ph2",
@@ -58,6 +61,7 @@ DATASETS: dict[str, DatasetInfo] = {
             files="PH2Dataset.rar (unpacks to PH2Dataset/PH2 Dataset images/IMDxxx/...)",
             paper_count="200 (all used for evaluation only)",
             pairs=200,
+            label="PH2",
         ),
         DatasetInfo(
             name="synthetic",
@@ -65,6 +69,7 @@ DATASETS: dict[str, DatasetInfo] = {
             download="(generated; nothing to download)",
             files="",
             paper_count="(not in the paper)",
+            label="Synthetic",
             needs_root=False,
         ),
     )

@@ -45,11 +45,9 @@ def _cgroup_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
 
 
 def _slurm_cpus(environ=os.environ) -> int | None:
-    for name in ("SLURM_CPUS_PER_TASK", "SLURM_JOB_CPUS_PER_NODE"):
-        value = environ.get(name, "").split("(")[0].split(",")[0]
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return None
+    from study.launch.slurm.environment import JobEnvironment
+
+    return JobEnvironment.read(environ).cpus or None
 
 
 def available_cpus(environ=os.environ, cgroup: Path = CGROUP_CPU_MAX) -> int:

@@ -18,19 +18,18 @@ from tqdm import tqdm
 
 from study.launch.core import BUSY, LaunchReport
 from study.launch.workers import init_worker, set_threads
-from study.plan import PlannedRun
+from study.plan import PlannedRun, RunSpec
 from study.record import Status
 from study.store import Store
 
 
-def _train_one(config, seed, rows, store_root, roots, progress: bool = False) -> tuple[str, str, str | None, float | None]:
+def _train_one(spec: RunSpec, store_root, roots, progress: bool = False) -> tuple[str, str, str | None, float | None]:
     """In a worker: (run id, status, reason, test DSC). ``progress``: a bar over the run's epochs."""
-    from study.record import RunKey
-    from study.train.run import RunBusy, train_run
+    from study.train.run import RunBusy, train_spec
 
-    run_id = RunKey(config.hash, seed).id
+    run_id = spec.run_id
     try:
-        record = train_run(config, seed, Store(store_root), rows=tuple(rows), roots=roots, progress=progress)
+        record = train_spec(spec, Store(store_root), roots=roots, progress=progress)
     except RunBusy as exc:
         return run_id, BUSY, str(exc), None
     except Exception as exc:  # the record holds the traceback; report the reason
@@ -81,14 +80,13 @@ class LocalLauncher:
                 set_threads(threads)
                 for wave in waves:
                     for run in wave:
-                        note(run, *_train_one(run.config, run.seed, run.rows, store.root, roots, tty)[1:])
+                        note(run, *_train_one(run.spec, store.root, roots, tty)[1:])
             else:
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
                                          initargs=(threads, os.getpid())) as pool:
                     for wave in waves:
-                        futures = {pool.submit(_train_one, r.config, r.seed, r.rows, store.root, roots): r
-                                   for r in wave}
+                        futures = {pool.submit(_train_one, r.spec, store.root, roots): r for r in wave}
                         for future in as_completed(futures):
                             note(futures[future], *future.result()[1:])
         except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """Models created by name, timm-style: ``build_model("ultralbm", {...})``.
 
 Each entry pairs a builder with the frozen dataclass of its options; unknown
-names and fields fail with the allowed values.
+names and fields fail with the allowed values. This module imports no model:
+the model modules register themselves when imported, and ``study.models``
+imports them all (so any import of ``study.models.registry`` sees them).
 """
 
 from __future__ import annotations
@@ -35,19 +37,11 @@ def register_model(name: str, config: type):
     return wrap
 
 
-def _load_all() -> None:
-    # Importing the model modules registers them.
-    import study.models.baselines  # noqa: F401
-    import study.models.ultralbm  # noqa: F401
-
-
 def registered_models() -> list[str]:
-    _load_all()
     return sorted(_REGISTRY)
 
 
 def get_entry(arch: str) -> ModelEntry:
-    _load_all()
     if arch not in _REGISTRY:
         raise ConfigError(f"model.arch: unknown model {arch!r}; registered: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[arch]

@@ -27,12 +27,15 @@ from study.variants import EXTERNAL_FOR, PROFILES, Row, Table
 
 METRICS = ("iou", "dsc")
 METRIC_LABELS = {"iou": "IoU (%)", "dsc": "DSC (%)"}
-DATASET_LABELS = {"isic2017": "ISIC 2017", "isic2018": "ISIC 2018", "ph2": "PH2", "synthetic": "Synthetic"}
 DDOF = 1  # the sample standard deviation, stated in every caption
 
 
 def dataset_label(name: str) -> str:
-    return DATASET_LABELS.get(name, name)
+    """A dataset's column header, from the dataset registry (the name itself if unknown)."""
+    from study.data.registry import DATASETS
+
+    info = DATASETS.get(name)
+    return info.label if info is not None and info.label else name
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from study.per_image import counts_csv
-from study.record import Counts, RunKey, RunRecord, Status
-from study.store import Store, atomic_write_bytes
+from study.record import Counts, RunRecord, Status
+from study.store import RunKey, Store, atomic_write_bytes
 from study.metrics import PooledMetrics
 from study.variants import Row, Table
 
@@ -49,7 +49,7 @@ def write_run(
     dsc: float | None = None,
     counts: np.ndarray | None = None,
     ids: list[str] | None = None,
-    status: str = "completed",
+    status: str = Status.COMPLETED.value,
     reason: str | None = None,
     params: int = 34_166,
     gmacs: float = 0.058675712,
@@ -141,7 +141,7 @@ def demo_store(
                 config = row.run_config(dataset, profile)
                 for k, seed in enumerate(seeds):
                     if row.id == first_failed and k >= len(seeds) - failed:
-                        write_run(store, row, dataset, seed, profile, status="failed",
+                        write_run(store, row, dataset, seed, profile, status=Status.FAILED.value,
                                   reason="RunFailed: non-finite loss at epoch 3 (constructed)")
                         continue
                     rng = _rng(config.hash, seed)

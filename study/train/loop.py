@@ -28,8 +28,7 @@ from torch.utils.data import DataLoader
 from study.config import RunConfig
 from study.data.batched import ResidentSplit
 from study.errors import StudyError
-from study.record import RunKey
-from study.store import Store, atomic_torch_save
+from study.store import RunKey, Store, atomic_torch_save
 from study.train.data import RunData
 from study.train.engine import make_optimizer, prepare_batch, prepare_model
 from study.train.metrics import PooledMetrics, confusion_counts

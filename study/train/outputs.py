@@ -19,8 +19,8 @@ from study.data.cache import open_cache
 from study.metrics import PooledMetrics
 from study.per_image import counts_csv
 from study.predictions import predictions_npz
-from study.record import Counts, RunKey
-from study.store import Store, atomic_write_bytes, challenge_name, predictions_name
+from study.record import Counts
+from study.store import RunKey, Store, atomic_write_bytes, challenge_name, predictions_name
 from study.train.loop import evaluate
 
 THRESHOLD = 0.5

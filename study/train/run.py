@@ -19,15 +19,15 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
 from study.config import RunConfig
 from study.errors import ConfigError, DataError, StudyError
 from study.lease import RunLease, is_lease_file
-from study.record import RunKey, RunRecord, Status
-from study.store import Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from study.plan import RunSpec
+from study.record import MISSING, RunRecord, Status
+from study.store import RunKey, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
 from study.train.provenance import git_commit, versions
 from study.train.outputs import evaluate_split
@@ -44,10 +44,11 @@ class RunStopped(StudyError):
 
 @dataclass
 class RunContext:
-    """Where a run lives and how it reports; built by ``train_run``."""
+    """Where a run lives and how it reports; built by ``train_spec``."""
 
     config: RunConfig
     key: RunKey
+    teacher: RunKey | None  # a student's teacher run, planned (and trained) before it
     store: Store
     lease: RunLease
     progress: bool
@@ -69,15 +70,26 @@ def check_data_roots(config: RunConfig, roots: dict[str, str]) -> None:
             resolve_root(name, roots.get(name))  # DataError: where to download it, how to point at it
 
 
-def train_run(
-    config: RunConfig,
-    seed: int,
+def train_run(config: RunConfig, seed: int, store: Store, *, rows: tuple[str, ...] = (),
+              train_teacher: bool = False, **options) -> RunRecord:
+    """``train_spec`` for a config and seed. ``train_teacher``: a student's teacher is
+    trained first, as its own run (never from inside the student's)."""
+    spec = RunSpec.of(config, seed, rows)
+    if train_teacher and spec.teacher is not None:
+        teacher = RunSpec.of(config.teacher_config(), seed)
+        keep = {k: options[k] for k in ("roots", "progress", "device", "log") if k in options}
+        record = train_spec(teacher, store, **keep)
+        if not record.completed:
+            raise RunFailed(f"teacher run {teacher.run_id} did not complete: {record.reason}")
+    return train_spec(spec, store, **options)
+
+
+def train_spec(
+    spec: RunSpec,
     store: Store,
     *,
-    rows: tuple[str, ...] = (),
     roots: dict[str, str] | None = None,
     progress: bool | None = None,
-    train_teacher: bool = False,
     device: str | None = None,
     stop_after_epochs: int | None = None,
     log=None,
@@ -93,7 +105,7 @@ def train_run(
     metrics; it may raise ``RunStopped`` (the search's pruner does).
     ``restart_unreadable`` sets an unreadable checkpoint aside and starts over.
     """
-    key = RunKey(config.hash, seed)
+    config, key, rows = spec.config, spec.key, spec.rows
     roots = roots or {}
     check_data_roots(config, roots)
     existing = store.load(key)
@@ -116,10 +128,9 @@ def train_run(
         if restart_unreadable:
             _set_aside_checkpoint(store, key)
         lease.start_heartbeat()
-        ctx = RunContext(config, key, store, lease, sys.stderr.isatty() if progress is None else progress, log,
-                         epoch_callback)
-        return _run_with_record(ctx, existing, rows, roots, train_teacher, device, stop_after_epochs,
-                                launcher_info, fresh)
+        ctx = RunContext(config, key, spec.teacher, store, lease, sys.stderr.isatty() if progress is None else progress,
+                         log, epoch_callback)
+        return _run_with_record(ctx, existing, rows, roots, device, stop_after_epochs, launcher_info, fresh)
     finally:
         lease.release()
 
@@ -159,7 +170,7 @@ def save_record(store: Store, record: dict) -> RunRecord:
     return typed
 
 
-def _run_with_record(ctx: RunContext, existing, rows, roots, train_teacher, device, stop_after_epochs,
+def _run_with_record(ctx: RunContext, existing, rows, roots, device, stop_after_epochs,
                      launcher_info, fresh: bool) -> RunRecord:
     record = _start_record(ctx, existing, rows, launcher_info)
     started_training = False
@@ -169,7 +180,7 @@ def _run_with_record(ctx: RunContext, existing, rows, roots, train_teacher, devi
             # SIGTERM (a cluster's kill, `kill`) becomes an interruption, recorded as such.
             previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        trainer = _prepare(ctx, record, roots, train_teacher, device)
+        trainer = _prepare(ctx, record, roots, device)
         atomic_write_json(ctx.store.config_path(ctx.key), ctx.config.to_dict())
         save_record(ctx.store, record)
         started_training = True
@@ -218,28 +229,24 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _load_teacher(ctx: RunContext, train_teacher: bool, roots, device):
-    teacher_cfg = ctx.config.teacher_config()
-    teacher_key = RunKey(teacher_cfg.hash, ctx.key.seed)
+def _load_teacher(ctx: RunContext, device):
+    """The student's teacher: a completed run of the store, planned and trained before this one."""
+    teacher_cfg, teacher_key = ctx.config.teacher_config(), ctx.teacher
     record = ctx.store.load(teacher_key)
     if record is None or not record.completed:
-        if not train_teacher:
-            state = "missing" if record is None else f"{record.status} ({record.reason})"
-            raise RunFailed(
-                f"distillation needs its teacher run {teacher_key.id} (the full model, same dataset and seed), "
-                f"which is {state} in {ctx.store.root}; train it first (`python -m study train --variant ultralbm "
-                f"--dataset {ctx.config.data.dataset} --seed {ctx.key.seed}` with the same profile) or pass --train-teacher"
-            )
-        record = train_run(teacher_cfg, ctx.key.seed, ctx.store, roots=roots, progress=ctx.progress, log=ctx.log)
-        if not record.completed:
-            raise RunFailed(f"teacher run {teacher_key.id} did not complete: {record.reason}")
+        state = MISSING if record is None else f"{record.status} ({record.reason})"
+        raise RunFailed(
+            f"distillation needs its teacher run {teacher_key.id} (the full model, same dataset and seed), "
+            f"which is {state} in {ctx.store.root}; train it first (`python -m study train --variant ultralbm "
+            f"--dataset {ctx.config.data.dataset} --seed {ctx.key.seed}` with the same profile) or pass --train-teacher"
+        )
     teacher = teacher_cfg.build_model()
     path = ctx.store.model_path(teacher_key)
     teacher.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     return teacher.to(device), teacher_key.id
 
 
-def _prepare(ctx: RunContext, record: dict, roots, train_teacher, device) -> Trainer:
+def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     """Data, teacher, model and optimizer, resumed from the last checkpoint when there is one."""
     from study.train.data import build_run_data
 
@@ -248,7 +255,7 @@ def _prepare(ctx: RunContext, record: dict, roots, train_teacher, device) -> Tra
     record["data"] = data.provenance
     teacher = None
     if ctx.config.distill.enabled:
-        teacher, record["teacher"] = _load_teacher(ctx, train_teacher, roots, device)
+        teacher, record["teacher"] = _load_teacher(ctx, device)
     trainer = Trainer.set_up(ctx.config, ctx.key, ctx.store, data, teacher, device)
     if trainer.resume():
         record["resumed_from_epoch"] = trainer.epoch
@@ -321,5 +328,5 @@ def _history_csv(history: list[dict]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-__all__ = ["train_run", "evaluate", "derive_seed", "RunFailed", "RunBusy", "RunStopped", "RunLost",
+__all__ = ["train_run", "train_spec", "evaluate", "derive_seed", "RunFailed", "RunBusy", "RunStopped", "RunLost",
            "check_data_roots", "save_record"]
