@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Kernels and the PyTorch scan must give the same logits up to float rounding
+# (relative to the logits' size); more is a wrong kernel or a wrong scan.
+AGREE_TOLERANCE = 1e-3
+
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="time a training step and inference against the mambapy reference",
@@ -80,9 +84,13 @@ def run(args) -> int:
               f"inference {r.infer.median_s * 1e3:.1f} ms per image")
     if args.record:
         _record(args, row, results[-1], where)
+    agree = True
     if len(results) == 2:
         diff = float((results[0].logits - results[1].logits).abs().max())
-        print(f"  kernels vs PyTorch scan: largest logit difference {diff:.1e}")
+        scale = 1.0 + float(results[0].logits.abs().max())
+        agree = diff <= AGREE_TOLERANCE * scale
+        print(f"  kernels vs PyTorch scan: largest logit difference {diff:.1e}: "
+              + ("they agree" if agree else f"they DISAGREE (more than {AGREE_TOLERANCE:g} x {scale:.1f})"))
     if args.device == "cuda" and len(results) == 1:
         print("  mamba-ssm kernels not installed: only the PyTorch scan was timed (pip install 'ultralbm-study[cuda]')")
     if args.scan_length and args.device == "cpu":
@@ -91,4 +99,4 @@ def run(args) -> int:
         if "reference" in s:
             line += f", sequential reference {s['reference'] * 1e3:.1f} ms ({s['reference'] / s['scan']:.0f}x)"
         print(line)
-    return 0
+    return 0 if agree else 1
