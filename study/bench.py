@@ -98,6 +98,14 @@ def reference_model(model: torch.nn.Module) -> torch.nn.Module:
     return reference
 
 
+def _setup(batch: int, size: int, device: str):
+    """(sync, images, masks): what both timings start from, the same for the same seed."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    return sync, x, y
+
+
 def _train_step(model, optimizer, x, y):
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -110,13 +118,11 @@ def _train_step(model, optimizer, x, y):
 def compare_with_reference(build, batch: int = 8, size: int = 256, repeats: int = 7,
                            device: str = "cpu") -> Comparison:
     """Ours (fast path) against the mambapy reference (plain path), same weights, interleaved."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = build()
     reference = prepare_model(reference_model(model), "plain", device)
     ours = prepare_model(model, "fast", device)
-    x = torch.randn(batch, 3, size, size, device=device)
-    y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    sync, x, y = _setup(batch, size, device)
     with torch.no_grad():
         ours.eval(), reference.eval()
         diff = float((ours.forward_logits(prepare_batch(x[:2], ours, "fast"))
@@ -145,14 +151,12 @@ class BackendResult:
 def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats: int = 5,
                   device: str = "cpu") -> BackendResult:
     """Ours (fast path) with one Mamba backend: ``torch`` (the project's scan) or ``cuda`` (kernels)."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     previous = mamba_mod.get_backend()
     mamba_mod.set_backend(backend)
     try:
         torch.manual_seed(0)
         model = prepare_model(build(), "fast", device)
-        x = torch.randn(batch, 3, size, size, device=device)
-        y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+        sync, x, y = _setup(batch, size, device)
         model.eval()
         with torch.no_grad():
             logits = model.forward_logits(prepare_batch(x[:2], model, "fast")).float().cpu()

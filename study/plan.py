@@ -9,13 +9,14 @@ teacher key), the one form every launcher and the search pass to ``train_spec``.
 
 from __future__ import annotations
 
+import json
 import statistics
 
 from dataclasses import dataclass, field
 
 from study.config import RunConfig
 from study.lease import RunLease
-from study.record import Status
+from study.record import RunRecord, Status
 from study.store import RunKey, Store
 from study.variants import Row, select_rows
 
@@ -94,8 +95,7 @@ class PlannedRun:
 
     @property
     def label(self) -> str:
-        who = ",".join(self.rows) if self.rows else "teacher"
-        return f"{who} {self.config.data.dataset} s{self.seed}"
+        return self.spec.label
 
     @property
     def is_student(self) -> bool:
@@ -191,9 +191,9 @@ def make_plan(planned: list[PlannedRun], store: Store) -> Plan:
 _SECONDS_PER_IMAGE_EPOCH_64 = 0.007
 
 
-def measured_wall_times(store: Store) -> dict[str, float]:
-    """Config hash -> wall time of one of its completed runs."""
-    return {r.config_hash: float(r.wall_time_s or 0.0) for r in store.records() if r.completed}
+def measured_wall_times(records: list[RunRecord]) -> dict[str, float]:
+    """Config hash -> wall time of one of its completed runs (``records``: the store's, read once)."""
+    return {r.config_hash: float(r.wall_time_s or 0.0) for r in records if r.completed}
 
 
 def _train_images(config) -> int:
@@ -206,11 +206,11 @@ def _train_images(config) -> int:
     return max(1, round(pairs * fraction))
 
 
-def epoch_rates(store: Store) -> dict[tuple[str, int, str], float]:
+def epoch_rates(records: list[RunRecord]) -> dict[tuple[str, int, str], float]:
     """(arch, input size, device) -> median seconds per training image-epoch, from the
-    epoch times runs in the store recorded (completed or not; data and selection included)."""
+    epoch times runs recorded (completed or not; data and selection included)."""
     samples: dict[tuple[str, int, str], list[float]] = {}
-    for record in store.records():
+    for record in records:
         details, config = record.details or {}, record.config or {}
         history = details.get("history") or []
         images = (((details.get("data") or {}).get("train") or {}).get("samples"))
@@ -225,14 +225,13 @@ def epoch_rates(store: Store) -> dict[tuple[str, int, str], float]:
 
 
 # Per-epoch data and selection on top of the training steps, measured on the real samples
-# under the paper protocol (epoch 1.31 s for 1.03 s of steps): turns a bench step into an epoch.
+# under the paper protocol (epochs 2-3: 1.31 s and 1.23 s for 1.05 s and 1.01 s of steps,
+# more in epoch 1; rounded up): turns a bench step into an epoch.
 _EPOCH_OVER_STEPS = 1.3
 
 
 def bench_rates(store: Store) -> dict[tuple[str, int, str], float]:
     """(arch, input size, device) -> seconds per training image-epoch from ``study bench --record``."""
-    import json
-
     out = {}
     for device in ("cpu", "cuda"):
         path = store.bench_path(device)
@@ -247,10 +246,10 @@ def bench_rates(store: Store) -> dict[tuple[str, int, str], float]:
     return out
 
 
-def cost_rates(store: Store) -> dict[tuple[str, int, str], tuple[float, str]]:
+def cost_rates(store: Store, records: list[RunRecord]) -> dict[tuple[str, int, str], tuple[float, str]]:
     """(seconds per image-epoch, where from): recorded epoch times where there are any, else bench figures."""
     rates = {k: (v, f"bench figure on {k[2]}") for k, v in bench_rates(store).items()}
-    rates.update({k: (v, f"recorded {k[2]} epochs") for k, v in epoch_rates(store).items()})
+    rates.update({k: (v, f"recorded {k[2]} epochs") for k, v in epoch_rates(records).items()})
     return rates
 
 

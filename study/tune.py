@@ -284,9 +284,9 @@ def run_local(spec: TuneSpec, workers: int, log=print) -> None:
         return
     import multiprocessing
 
-    from study.launch.workers import threads_per_worker
+    from study.launch.cpus import default_threads
 
-    threads = threads_per_worker(workers)
+    threads = default_threads(workers)
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=_local_worker, args=(spec, threads, os.getpid())) for _ in range(workers)]
     for p in procs:

@@ -77,7 +77,8 @@ def print_estimate(plan, store, args) -> None:
         profile = load_profile(args.cluster)
         gpus, per_task = profile.gpus_per_task, profile.runs_per_task
     device = "cuda" if gpus else "cpu"
-    measured, rates = measured_wall_times(store), cost_rates(store)
+    records = list(store.records())  # read and verified once, for both kinds of figure
+    measured, rates = measured_wall_times(records), cost_rates(store, records)
     total = 0.0
     for r in plan.todo:
         seconds, how = estimate_seconds(r, measured, rates, device)

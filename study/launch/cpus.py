@@ -129,7 +129,7 @@ def local_share(input_sizes: list[int], jobs: int | None = None, threads: int | 
     if jobs is None and threads is None:
         jobs, threads = (min(runs, free), 1) if small else (1, free)
     elif threads is None:
-        threads = 1 if small else max(1, free // jobs)
+        threads = 1 if small else default_threads(jobs, cpus, busy)
     elif jobs is None:
         jobs = max(1, min(runs, free // threads)) if small else 1
     return LocalShare(max(1, jobs), max(1, threads), cpus, busy)

@@ -18,13 +18,6 @@ import time
 WATCH_INTERVAL_S = 1.0
 
 
-def threads_per_worker(workers: int) -> int:
-    """The free CPUs this process may use (``cpus.default_threads``), shared by ``workers``."""
-    from study.launch.cpus import default_threads
-
-    return default_threads(workers)
-
-
 def set_threads(threads: int) -> None:
     from study.launch.cpus import configure_process
 

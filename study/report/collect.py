@@ -9,15 +9,11 @@ run behind it; nothing is averaged until it is printed.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-
-from study.errors import ConfigError, StudyError
+from study.errors import ConfigError
 from study.index import CellRuns, snapshot, table_cells
 from study.per_image import read_counts  # noqa: F401  (the report's callers read counts here)
 from study.record import Status

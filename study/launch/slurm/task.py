@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.errors import StudyError
 from study.launch.core import BUSY
 from study.launch.slurm.environment import JobEnvironment
 from study.record import Status
