@@ -3,7 +3,8 @@
 The reference is the same network run the straightforward way: each Mamba layer
 replaced by mambapy's pure-PyTorch ``MambaBlock`` (its parallel scan) holding the
 same weights, contiguous NCHW tensors and the per-parameter AdamW loop. Ours is
-what a run trains on (``study.train.engine``'s fast path, the project's scan).
+what a run trains on (``study.train.engine``'s fast path: the C kernels of
+``study.kernels`` where they build, else the project's PyTorch scan).
 Both are built from one set of weights, checked to compute the same logits, and
 timed interleaved (ours, reference, ours, ...) so that a change in the machine's
 load hits both. Speed targets live here as printed ratios, never in timed tests.
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
+from study import kernels
 from study.errors import StudyError
+from study.kernels import ops as native_ops
 from study.models import mamba as mamba_mod
-from study.models.selective_scan import selective_scan, selective_scan_reference
+from study.models.selective_scan import native_selective_scan, selective_scan, selective_scan_reference
 from study.train.engine import make_optimizer, prepare_batch, prepare_model
 from study.train.losses import bce_dice_loss
 
@@ -150,9 +153,11 @@ class BackendResult:
 
 def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats: int = 5,
                   device: str = "cpu") -> BackendResult:
-    """Ours (fast path) with one Mamba backend: ``torch`` (the project's scan) or ``cuda`` (kernels)."""
+    """Ours (fast path) with one Mamba backend: ``torch`` (PyTorch ops only: the project's
+    PyTorch scan and PyTorch's GroupNorm), ``native`` (the C kernels) or ``cuda`` (mamba-ssm's)."""
     previous = mamba_mod.get_backend()
     mamba_mod.set_backend(backend)
+    kernels.set_enabled(backend != "torch")
     try:
         torch.manual_seed(0)
         model = prepare_model(build(), "fast", device)
@@ -169,12 +174,14 @@ def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats:
             (infer,) = _interleaved([lambda: model(one)], repeats * 4, warmup=3, sync=sync)
     finally:
         mamba_mod.set_backend(previous)
+        kernels.set_enabled(kernels.ENABLED_BY_ENV)
     return BackendResult(backend, device, train, infer, logits)
 
 
 def bench_scan(batch: int = 4, channels: int = 16, length: int = 1024, state: int = 16,
                with_reference: bool = True) -> dict[str, float]:
-    """Forward + backward seconds of the project's scan and of the sequential reference."""
+    """Forward + backward seconds of the project's PyTorch scan, its C kernel (where built)
+    and the sequential reference."""
     torch.manual_seed(0)
     args = [
         torch.randn(batch, channels, length),
@@ -185,6 +192,8 @@ def bench_scan(batch: int = 4, channels: int = 16, length: int = 1024, state: in
     ]
     out = {}
     fns = {"scan": selective_scan}
+    if native_ops.scan_applies(args[0]):
+        fns["native"] = native_selective_scan
     if with_reference:
         fns["reference"] = selective_scan_reference
     for name, fn in fns.items():
@@ -193,7 +202,8 @@ def bench_scan(batch: int = 4, channels: int = 16, length: int = 1024, state: in
         def step():
             fn(*leaves, delta_softplus=True).sum().backward()
 
-        (timing,) = _interleaved([step], repeats=3 if name == "scan" else 1, warmup=1 if name == "scan" else 0,
+        (timing,) = _interleaved([step], repeats=1 if name == "reference" else 3,
+                                 warmup=0 if name == "reference" else 1,
                                  sync=lambda: None)
         out[name] = timing.median_s
     return out

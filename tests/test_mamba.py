@@ -56,7 +56,7 @@ def test_causal_forward_only_mamba():
 
 
 def test_backend_choice():
-    with pytest.raises(ConfigError, match="allowed: auto, torch, cuda"):
+    with pytest.raises(ConfigError, match="allowed: auto, torch, native, cuda"):
         mamba_mod.set_backend("triton")
     previous = mamba_mod.get_backend()
     try:

@@ -55,9 +55,12 @@ def test_record_is_complete(tmp_path):
     assert record.to_json() == json.loads((run_dir / "record.json").read_text())
     record = record.to_json()
     for key in ("config", "config_hash", "seed", "status", "history", "test", "params", "gmacs_thop",
-                "wall_time_s", "device", "versions", "git_commit", "selection", "data", "files", "pooled"):
+                "wall_time_s", "device", "versions", "git_commit", "selection", "data", "files", "pooled",
+                "kernels"):
         assert key in record, key
     assert record["params"] == 34_166 and record["rows"] == ["ultralbm"]
+    from study import kernels
+    assert record["kernels"] == {"mamba_backend": "auto", "cpu": kernels.status()}
     assert len(record["history"]) == 3 and (run_dir / "metrics.csv").read_text().count("\n") == 4
     lines = (run_dir / "per_image_test.csv").read_text().splitlines()
     assert lines[0] == "id,tp,fp,fn,tn" and len(lines) - 1 == record["data"]["split"]["test"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 # Kernels and the PyTorch scan must give the same logits up to float rounding
 # (relative to the logits' size); more is a wrong kernel or a wrong scan.
 AGREE_TOLERANCE = 1e-3
+BACKEND_WORDS = {"torch": "PyTorch ops only", "native": "C kernels", "cuda": "mamba-ssm kernels"}
 
 
 def register(sub) -> None:
@@ -17,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: the free CPUs this process may use)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda: time the mamba-ssm kernels and the PyTorch scan on the GPU and check they agree")
+                   help="cpu: time the C kernels and the PyTorch ops and check they agree; cuda: the same for "
+                        "the mamba-ssm kernels and the PyTorch scan on the GPU")
     p.add_argument("--scan-length", type=int, default=1024,
                    help="sequence length of the scan micro-benchmark (0 skips it)")
     p.add_argument("--no-reference", action="store_true",
@@ -60,6 +62,7 @@ def run(args) -> int:
 
     from study.bench import bench_backend, bench_scan, compare_with_reference
     from study.errors import StudyError
+    from study import kernels
     from study.launch.cpus import default_threads, tune_allocator
     from study.models.mamba import available_backends
     from study.variants import find_row
@@ -72,15 +75,19 @@ def run(args) -> int:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"variant {row.id} ({row.name}); batch {args.batch}, {args.size}x{args.size}; "
           f"torch {torch.__version__}, {where}")
+    if args.device == "cpu":
+        print(f"CPU kernels: {kernels.status()}")
     if not args.no_reference:
-        print("ours (fast path, project scan) vs reference (mambapy's Mamba, plain eager NCHW, AdamW loop):")
+        print("ours (fast path) vs reference (mambapy's Mamba, plain eager NCHW, AdamW loop):")
         c = compare_with_reference(row.build_model, args.batch, args.size, args.repeats, args.device)
         _print_comparison(c, args.repeats)
-    backends = ["torch"] + (["cuda"] if args.device == "cuda" and "cuda" in available_backends() else [])
+    kernel = "cuda" if args.device == "cuda" else "native"
+    backends = ["torch"] + ([kernel] if kernel in available_backends() else [])
     results = [bench_backend(row.build_model, b, args.batch, args.size, max(3, args.repeats // 2), args.device)
                for b in backends]
     for r in results:
-        print(f"  mamba backend {r.backend:5s} on {r.device}: train step {r.train.median_s:.3f} s, "
+        what = BACKEND_WORDS[r.backend]
+        print(f"  ours, {what + ':':28s} train step {r.train.median_s:.3f} s, "
               f"inference {r.infer.median_s * 1e3:.1f} ms per image")
     if args.record:
         _record(args, row, results[-1], where)
@@ -89,13 +96,15 @@ def run(args) -> int:
         diff = float((results[0].logits - results[1].logits).abs().max())
         scale = 1.0 + float(results[0].logits.abs().max())
         agree = diff <= AGREE_TOLERANCE * scale
-        print(f"  kernels vs PyTorch scan: largest logit difference {diff:.1e}: "
+        print(f"  kernels vs PyTorch: largest logit difference {diff:.1e}: "
               + ("they agree" if agree else f"they DISAGREE (more than {AGREE_TOLERANCE:g} x {scale:.1f})"))
     if args.device == "cuda" and len(results) == 1:
         print("  mamba-ssm kernels not installed: only the PyTorch scan was timed (pip install 'ultralbm-study[cuda]')")
     if args.scan_length and args.device == "cpu":
         s = bench_scan(length=args.scan_length, with_reference=not args.no_reference)
         line = f"  selective scan fwd+bwd, batch 4, d 16, state 16, L {args.scan_length}: {s['scan'] * 1e3:.1f} ms"
+        if "native" in s:
+            line += f", C kernel {s['native'] * 1e3:.1f} ms"
         if "reference" in s:
             line += f", sequential reference {s['reference'] * 1e3:.1f} ms ({s['reference'] / s['scan']:.0f}x)"
         print(line)

@@ -3,13 +3,15 @@
 Parameter names and shapes are those of ``mamba_ssm.Mamba`` (in_proj, conv1d,
 x_proj, dt_proj, A_log, D, out_proj), so state dicts load both ways. On a CUDA
 tensor with mamba-ssm installed the layer calls mamba-ssm's selective-scan
-kernel (and causal-conv1d's when installed); otherwise it runs the project's
-own pure-PyTorch scan (``selective_scan``), which is what CPU users and the
-tests get.
+kernel (and causal-conv1d's when installed); on a CPU it calls the project's
+C scan (``study.kernels``) when that builds here, else its pure-PyTorch scan
+(``selective_scan``).
 
 Choose the backend per process with ``set_backend`` or the ``STUDY_MAMBA_BACKEND``
-environment variable: ``auto`` (default: kernels when possible), ``torch``
-(always the pure-PyTorch scan) or ``cuda`` (kernels or a clear error).
+environment variable: ``auto`` (default: the kernels that can run),
+``torch`` (always the pure-PyTorch scan, the oracle), ``native`` (the C scan
+on CPU tensors, or a clear error) or ``cuda`` (mamba-ssm's kernels, or a
+clear error).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
-from study.models.selective_scan import selective_scan
+from study.kernels import ops as native_ops
+from study.kernels import status as native_status
+from study.models.selective_scan import native_selective_scan, selective_scan
 
-BACKENDS = ("auto", "torch", "cuda")
+BACKENDS = ("auto", "torch", "native", "cuda")
 _backend = os.environ.get("STUDY_MAMBA_BACKEND", "auto")
 
 
@@ -57,9 +61,31 @@ def cuda_kernels():
 def available_backends() -> list[str]:
     """Backends that can run on this machine right now."""
     names = ["torch"]
+    if native_ops.scan_applies(torch.empty(0)):
+        names.append("native")
     if torch.cuda.is_available() and cuda_kernels() is not None:
         names.append("cuda")
     return names
+
+
+def scan_function(x: torch.Tensor):
+    """The selective scan (``selective_scan_fn``'s signature) that the backend runs on ``x``."""
+    if _backend == "torch":
+        return selective_scan
+    if x.is_cuda and _backend != "native":
+        kernels = cuda_kernels()
+        if kernels is not None:
+            return kernels[0]
+    if _backend == "cuda":
+        raise RuntimeError(
+            "mamba backend 'cuda' needs a CUDA tensor and mamba-ssm installed (pip install 'ultralbm-study[cuda]')"
+        )
+    if native_ops.scan_applies(x):
+        return native_selective_scan
+    if _backend == "native":
+        raise RuntimeError(f"mamba backend 'native' needs float32 CPU tensors and the C kernels; here: "
+                           f"{x.device.type} {x.dtype}, {native_status()}")
+    return selective_scan
 
 
 class Mamba(nn.Module):
@@ -102,22 +128,12 @@ class Mamba(nn.Module):
             ).clamp(min=dt_init_floor)
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
 
-    def _use_kernels(self, x: torch.Tensor) -> bool:
-        if _backend == "torch":
-            return False
-        kernels_ok = x.is_cuda and cuda_kernels() is not None
-        if _backend == "cuda" and not kernels_ok:
-            raise RuntimeError(
-                "mamba backend 'cuda' needs a CUDA tensor and mamba-ssm installed "
-                "(pip install 'ultralbm-study[cuda]')"
-            )
-        return kernels_ok
-
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         length = hidden.shape[1]
         xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
         x, z = xz.chunk(2, dim=1)
-        use_kernels = self._use_kernels(hidden)
+        scan = scan_function(hidden)
+        use_kernels = hidden.is_cuda and scan not in (selective_scan, native_selective_scan)
         conv_fn = cuda_kernels()[1] if use_kernels else None
         if conv_fn is not None:
             x = conv_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
@@ -131,7 +147,6 @@ class Mamba(nn.Module):
         B = B.transpose(1, 2).contiguous()
         C = C.transpose(1, 2).contiguous()
         A = -torch.exp(self.A_log.float())
-        scan = cuda_kernels()[0] if use_kernels else selective_scan
         y = scan(
             x.contiguous(), delta.contiguous(), A, B, C, self.D.float(), z=z.contiguous(),
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,

@@ -196,6 +196,18 @@ def selective_scan(
     return _finish(y.permute(1, 2, 0), u, D, z)
 
 
+def native_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """``selective_scan`` on the C kernel (``study.kernels``); inputs that are not all
+    float32 CPU tensors (under autocast, say) take the PyTorch scan instead."""
+    from study.kernels.ops import NativeScan, scan_applies
+
+    if not scan_applies(u, delta, A, B, C):
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    y = NativeScan.apply(u, delta, A, B.transpose(1, 2), C.transpose(1, 2))
+    return _finish(y, u, D, z)
+
+
 def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """One Python step per time step on the definition: slow, obviously right; the test oracle."""
     delta = _prepare_delta(delta, delta_bias, delta_softplus)

@@ -153,7 +153,7 @@ class UltraLBMUNet(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i in range(5):  # encoder I-V: block -> GN -> maxpool -> GELU
-            x = F.gelu(F.max_pool2d(self.encoder_norms[i](self.encoder[i](x)), 2))
+            x = _norm_pool_gelu(self.encoder_norms[i], self.encoder[i](x))
             skips.append(x)
         x = F.gelu(self.encoder[5](x))  # encoder VI at H/32: no norm, no pool
         # decoder I stays at H/32; decoder II-V upsample x2. Skips pair deepest-first.
@@ -169,6 +169,14 @@ class UltraLBMUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Foreground probabilities, (B, num_classes, H, W) in [0, 1]."""
         return torch.sigmoid(self.forward_logits(x))
+
+
+def _norm_pool_gelu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """gelu(max_pool2d(norm(x), 2)); in one fused kernel where the norm offers one (the
+    fast engine's ``ChannelsLastGroupNorm`` on a CPU), the same function either way."""
+    fused = getattr(norm, "pool_gelu", None)
+    out = fused(x) if fused is not None else None
+    return F.gelu(F.max_pool2d(norm(x), 2)) if out is None else out
 
 
 @register_model("ultralbm", config=UltraLBMConfig)

@@ -29,3 +29,14 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "study": study.__version__, "thop": getattr(thop, "__version__", "unknown")}
+
+
+def kernels_used(device: str) -> dict:
+    """The Mamba backend switch, and on a CPU which kernels run (the C ones, or why not)."""
+    from study import kernels
+    from study.models.mamba import get_backend
+
+    used = {"mamba_backend": get_backend()}
+    if str(device).startswith("cpu"):
+        used["cpu"] = kernels.status()
+    return used

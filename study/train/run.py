@@ -29,7 +29,7 @@ from study.plan import RunSpec
 from study.record import MISSING, RunRecord, Status
 from study.store import RunKey, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
-from study.train.provenance import git_commit, versions
+from study.train.provenance import git_commit, kernels_used, versions
 from study.train.outputs import evaluate_split
 
 
@@ -259,7 +259,9 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     trainer = Trainer.set_up(ctx.config, ctx.key, ctx.store, data, teacher, device)
     if trainer.resume():
         record["resumed_from_epoch"] = trainer.epoch
-    record.update(device=device, threads=torch.get_num_threads(), versions=versions(), git_commit=git_commit(),
+    # Which kernels ran changes float rounding, not the function: provenance, not identity (like threads).
+    record.update(device=device, threads=torch.get_num_threads(), kernels=kernels_used(device),
+                  versions=versions(), git_commit=git_commit(),
                   selection={"mode": ctx.config.train.selection, "split": data.selection_split})
     return trainer
 

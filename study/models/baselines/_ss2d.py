@@ -9,9 +9,9 @@ each), dt projection, A and D); the four outputs are put back in row-major
 order and summed, layer-normed, multiplied by SiLU(z) and projected back to C
 by a bias-free Linear.
 
-The scan is the project's own ``selective_scan``, one call per direction
-(each direction has its own A, which that function takes per channel, not per
-batch entry). On a CUDA tensor with mamba-ssm installed it is one call of
+On a CPU the scan is the project's own (its C kernel, or ``selective_scan``),
+one call per direction (each direction has its own A, which those take per
+channel, not per batch entry). On a CUDA tensor with mamba-ssm installed it is one call of
 mamba-ssm's ``selective_scan_fn`` over all four directions, B and C grouped by
 direction, as VMamba calls it. The choice follows ``study.models.mamba``'s
 backend switch (``STUDY_MAMBA_BACKEND`` / ``set_backend``).
@@ -30,22 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.models import mamba as mamba_layer
-from study.models.selective_scan import selective_scan
+from study.models.selective_scan import native_selective_scan, selective_scan
 
 DIRECTIONS = 4
 
 
 def kernel_scan(x: torch.Tensor):
     """mamba-ssm's ``selective_scan_fn`` when the backend switch allows it for ``x``, else None."""
-    backend = mamba_layer.get_backend()
-    if backend == "torch":
-        return None
-    kernels = mamba_layer.cuda_kernels() if x.is_cuda else None
-    if backend == "cuda" and kernels is None:
-        raise RuntimeError(
-            "mamba backend 'cuda' needs a CUDA tensor and mamba-ssm installed (pip install 'ultralbm-study[cuda]')"
-        )
-    return None if kernels is None else kernels[0]
+    fn = mamba_layer.scan_function(x)
+    return None if fn in (selective_scan, native_selective_scan) else fn
 
 
 def to_sequences(x: torch.Tensor) -> torch.Tensor:
@@ -112,8 +105,9 @@ class SS2D(nn.Module):
                        delta_bias=bias.reshape(-1), delta_softplus=True)
             return y.view(b, k, d, length)
         A, D = A.view(k, d, -1), D.view(k, d)
+        scan = mamba_layer.scan_function(xs.float())  # the C scan or the PyTorch one, on the float32 inputs
         return torch.stack([
-            selective_scan(xs[:, i].float(), dts[:, i].float(), A[i], bs[:, i].float(), cs[:, i].float(), D[i],
+            scan(xs[:, i].float(), dts[:, i].float(), A[i], bs[:, i].float(), cs[:, i].float(), D[i],
                            delta_bias=bias[i], delta_softplus=True)
             for i in range(k)
         ], dim=1)

@@ -1,0 +1,133 @@
+"""Compiling the C kernels on first use, into a private per-user cache.
+
+The library is built by the system's C compiler from this package's own
+sources and loaded with ctypes; nothing else is ever compiled or loaded. Its
+file name is a digest of the sources, the flags, the compiler's version and
+this CPU's features, so a cache shared by cluster nodes with different CPUs
+(or a changed source) gets a new build, never a wrong one. Builds write to a
+temporary file and rename it into place, so processes starting together
+never load half a file. A library file (or its folder) not owned by this user,
+or writable by others, is refused rather than loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCES = ("selective_scan.c", "group_norm.c", "group_norm_pool_gelu.c")
+HEADERS = ("common.h", "group_norm.h")
+# Vector-friendly float maths without -ffast-math: that flag also links code that
+# switches the whole process to flush-to-zero, which would change PyTorch's results.
+FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
+         "-fno-trapping-math")
+# Tried in this order: this CPU's vector units and OpenMP, then plain x86-64 /
+# aarch64 with OpenMP, then without OpenMP (one thread). With -fopenmp the library
+# needs libgomp.so.1, and the dynamic loader reuses the one PyTorch has loaded.
+VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
+HERE = Path(__file__).resolve().parent
+
+
+class BuildFailed(Exception):
+    """The kernels could not be built or loaded here; the message says why."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get("STUDY_KERNEL_CACHE"):
+        return Path(os.environ["STUDY_KERNEL_CACHE"])
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):  # no HOME and no passwd entry (some batch jobs): never the working folder
+        return Path(tempfile.gettempdir()) / f"ultralbm-study-kernels-{os.getuid()}"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return Path(base) / "ultralbm-study" / "kernels"
+
+
+def openmp_runtimes() -> list[str]:
+    """The OpenMP runtime files loaded in this process (Linux): more than one means the
+    kernels did not share PyTorch's, and torch.set_num_threads does not govern them."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    names = ("libgomp", "libiomp", "libomp")
+    return sorted({line.split()[-1] for line in lines if any(n in line.rsplit("/", 1)[-1] for n in names)})
+
+
+def _cpu_features() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC", "cc")
+    path = shutil.which(cc)
+    if path is None:
+        raise BuildFailed(f"no C compiler ({cc!r} is not on PATH; install gcc, or set CC)")
+    return path
+
+
+def _digest(cc: str, arch: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for name in HEADERS + SOURCES:
+        h.update(name.encode() + b"\0" + (HERE / name).read_bytes())
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    for part in (" ".join(FLAGS + arch), version, platform.machine(), _cpu_features()):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def _check_private(path: Path) -> None:
+    # The folder too: in a folder others can write to, the file could be swapped after this check.
+    for item in (path.parent, path):
+        info = item.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise BuildFailed(f"{item}: not owned by this user, or writable by others; refusing to load "
+                              f"{path.name} (remove it, or point STUDY_KERNEL_CACHE at a private folder)")
+
+
+def _compile(cc: str, arch: tuple[str, ...], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        command = [cc, *FLAGS, *arch, "-I", str(HERE), "-o", tmp, *(str(HERE / s) for s in SOURCES), "-lm"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise BuildFailed(f"{' '.join(command)} failed:\n{done.stderr.strip()[-2000:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def build_and_load() -> tuple[ctypes.CDLL, Path]:
+    """The loaded library and its file, building it first when the cache has none."""
+    cc = _compiler()
+    failures = []
+    for arch in VARIANTS:  # the next variant only when this one does not compile or load
+        try:
+            target = cache_dir() / f"study-kernels-{_digest(cc, arch)}.so"
+            if not target.exists():
+                _compile(cc, arch, target)
+        except (BuildFailed, OSError, subprocess.SubprocessError) as e:
+            failures.append(str(e))
+            continue
+        _check_private(target)  # a file someone else could have written is never loaded
+        try:
+            return ctypes.CDLL(str(target)), target
+        except OSError as e:
+            failures.append(f"{target}: {e}")
+    raise BuildFailed("\n".join(failures))
