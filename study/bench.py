@@ -155,9 +155,9 @@ def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats:
                   device: str = "cpu") -> BackendResult:
     """Ours (fast path) with one Mamba backend: ``torch`` (PyTorch ops only: the project's
     PyTorch scan and PyTorch's GroupNorm), ``native`` (the C kernels) or ``cuda`` (mamba-ssm's)."""
-    previous = mamba_mod.get_backend()
+    previous, previously_enabled = mamba_mod.get_backend(), kernels.enabled()
     mamba_mod.set_backend(backend)
-    kernels.set_enabled(backend != "torch")
+    kernels.set_enabled(previously_enabled and backend != "torch")
     try:
         torch.manual_seed(0)
         model = prepare_model(build(), "fast", device)
@@ -174,7 +174,7 @@ def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats:
             (infer,) = _interleaved([lambda: model(one)], repeats * 4, warmup=3, sync=sync)
     finally:
         mamba_mod.set_backend(previous)
-        kernels.set_enabled(kernels.ENABLED_BY_ENV)
+        kernels.set_enabled(previously_enabled)
     return BackendResult(backend, device, train, infer, logits)
 
 

@@ -222,6 +222,7 @@ def test_without_the_kernels_everything_runs_on_pytorch_ops(monkeypatch):
 
 
 def test_torch_backend_keeps_the_pytorch_scan(native, monkeypatch):
+    assert "native" in mamba_mod.available_backends()
     x = torch.randn(2, 8, 16)
     assert mamba_mod.scan_function(x) is native_selective_scan
     monkeypatch.setattr(mamba_mod, "_backend", "torch")

@@ -26,9 +26,8 @@ import threading
 from study.kernels.build import build_and_load, openmp_runtimes
 
 _lock = threading.Lock()
-_state: dict = {}  # "lib" or "reason", filled once per process
-ENABLED_BY_ENV = os.environ.get("STUDY_NATIVE_KERNELS", "1").lower() not in ("0", "false", "no", "off")
-_enabled = ENABLED_BY_ENV
+_state: dict = {}  # "lib", "path" and "runtimes", or "reason": filled once per process
+_enabled = os.environ.get("STUDY_NATIVE_KERNELS", "1").lower() not in ("0", "false", "no", "off")
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {
@@ -45,6 +44,10 @@ def set_enabled(flag: bool) -> None:
     """Turn the kernels on or off for this process (tests, benchmarks)."""
     global _enabled
     _enabled = bool(flag)
+
+
+def enabled() -> bool:
+    return _enabled
 
 
 def library():

@@ -73,6 +73,17 @@ def _summed(rows: torch.Tensor | None) -> torch.Tensor | None:
     return None if rows is None else rows.sum(0)
 
 
+def _norm_buffers(ctx, x: torch.Tensor, groups: int, weight, bias):
+    """What both GroupNorm forwards hand the C code besides their outputs: buffers for
+    the statistics and contiguous parameters; notes on ``ctx`` what the backward needs."""
+    batch = x.shape[0]
+    ctx.groups = groups
+    ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+    w = None if weight is None else weight.contiguous()
+    b = None if bias is None else bias.contiguous()
+    return torch.empty(batch, groups, **F32), torch.empty(batch, groups, **F32), w, b
+
+
 def group_norm_applies(x: torch.Tensor) -> bool:
     """The native GroupNorm runs non-empty float32 CPU tensors stored channels_last."""
     return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0
@@ -86,14 +97,10 @@ class NativeGroupNorm(torch.autograd.Function):
     def forward(ctx, x, groups, weight, bias, eps):
         batch, channels, height, width = x.shape
         y = torch.empty_like(x)
-        mean, rstd = torch.empty(batch, groups, **F32), torch.empty(batch, groups, **F32)
-        w = None if weight is None else weight.contiguous()
-        b = None if bias is None else bias.contiguous()
+        mean, rstd, w, b = _norm_buffers(ctx, x, groups, weight, bias)
         call(library().group_norm_forward, _p(x, True), _p(w), _p(b), _p(y, True), _p(mean), _p(rstd), batch,
              height * width, channels, groups, float(eps))
         ctx.save_for_backward(x, mean, rstd, w)
-        ctx.groups = groups
-        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         return y
 
     @staticmethod
@@ -129,15 +136,10 @@ class NativeGroupNormPoolGelu(torch.autograd.Function):
         # GELU's slope at the outputs, for the backward: only when one may run
         slope = torch.empty(pooled, memory_format=torch.channels_last, **F32) if for_backward else None
         which = torch.empty(pooled, dtype=torch.int32, device="cpu", memory_format=torch.channels_last)
-        mean, rstd = torch.empty(batch, groups, **F32), torch.empty(batch, groups, **F32)
-        w = None if weight is None else weight.contiguous()
-        b = None if bias is None else bias.contiguous()
+        mean, rstd, w, b = _norm_buffers(ctx, x, groups, weight, bias)
         call(library().group_norm_pool_gelu_forward, _p(x, True), _p(w), _p(b), _p(out, True), _p(slope, True),
-             _p(which, True, torch.int32),
-             _p(mean), _p(rstd), batch, height, width, channels, groups, float(eps))
+             _p(which, True, torch.int32), _p(mean), _p(rstd), batch, height, width, channels, groups, float(eps))
         ctx.save_for_backward(x, slope, which, mean, rstd, w)
-        ctx.groups = groups
-        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         return out
 
     @staticmethod

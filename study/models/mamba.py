@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import ConfigError
+from study.kernels import library as native_library
 from study.kernels import ops as native_ops
 from study.kernels import status as native_status
 from study.models.selective_scan import native_selective_scan, selective_scan
@@ -61,7 +62,7 @@ def cuda_kernels():
 def available_backends() -> list[str]:
     """Backends that can run on this machine right now."""
     names = ["torch"]
-    if native_ops.scan_applies(torch.empty(0)):
+    if native_library() is not None:
         names.append("native")
     if torch.cuda.is_available() and cuda_kernels() is not None:
         names.append("cuda")
