@@ -26,6 +26,7 @@ from study.models import mamba as mamba_mod
 from study.models.selective_scan import native_selective_scan, selective_scan, selective_scan_reference
 from study.train.engine import make_optimizer, prepare_batch, prepare_model
 from study.train.losses import bce_dice_loss
+from study.train.numerics import apply as apply_numerics
 
 
 class ReferenceUnavailable(StudyError):
@@ -121,6 +122,7 @@ def _train_step(model, optimizer, x, y):
 def compare_with_reference(build, batch: int = 8, size: int = 256, repeats: int = 7,
                            device: str = "cpu") -> Comparison:
     """Ours (fast path) against the mambapy reference (plain path), same weights, interleaved."""
+    apply_numerics(device)
     torch.manual_seed(0)
     model = build()
     reference = prepare_model(reference_model(model), "plain", device)
@@ -128,18 +130,35 @@ def compare_with_reference(build, batch: int = 8, size: int = 256, repeats: int 
     sync, x, y = _setup(batch, size, device)
     with torch.no_grad():
         ours.eval(), reference.eval()
-        diff = float((ours.forward_logits(prepare_batch(x[:2], ours, "fast"))
+        diff = float((ours.forward_logits(prepare_batch(x[:2], ours))
                       - reference.forward_logits(x[:2])).abs().max())
     ours.train(), reference.train()
-    steps = [_train_step(ours, make_optimizer(ours, "fast", 1e-3), prepare_batch(x, ours, "fast"), y),
+    steps = [_train_step(ours, make_optimizer(ours, "fast", 1e-3), prepare_batch(x, ours), y),
              _train_step(reference, make_optimizer(reference, "plain", 1e-3), x, y)]
     ours_train, reference_train = _interleaved(steps, repeats, warmup=2, sync=sync)
     ours.eval(), reference.eval()
-    one_ours, one = prepare_batch(x[:1], ours, "fast"), x[:1].contiguous()
+    one_ours, one = prepare_batch(x[:1], ours), x[:1].contiguous()
     with torch.inference_mode():
         ours_infer, reference_infer = _interleaved([lambda: ours(one_ours), lambda: reference(one)],
                                                    repeats * 4, warmup=3, sync=sync)
     return Comparison(ours_train, reference_train, ours_infer, reference_infer, diff)
+
+
+def bench_layouts(build, batch: int = 8, size: int = 256, repeats: int = 5,
+                  device: str = "cpu") -> dict[str, Timing]:
+    """Our training step with the model stored and fed NCHW and channels_last, interleaved: what
+    ``engine.CHANNELS_LAST_ON`` is decided by, per device (on a CPU the C GroupNorm takes
+    channels_last; on CUDA PyTorch's GroupNorm converts it to NCHW and back)."""
+    apply_numerics(device)  # training's settings (deterministic algorithms, no TF32): its figures
+    torch.manual_seed(0)
+    base = build()
+    models = {"NCHW": prepare_model(copy.deepcopy(base), "fast", device, channels_last=False),
+              "channels_last": prepare_model(copy.deepcopy(base), "fast", device, channels_last=True)}
+    sync, x, y = _setup(batch, size, device)
+    for model in models.values():
+        model.train()
+    steps = [_train_step(m, make_optimizer(m, "fast", 1e-3), prepare_batch(x, m), y) for m in models.values()]
+    return dict(zip(models, _interleaved(steps, repeats, warmup=2, sync=sync)))
 
 
 @dataclass(frozen=True)
@@ -159,17 +178,18 @@ def bench_backend(build, backend: str, batch: int = 8, size: int = 256, repeats:
     mamba_mod.set_backend(backend)
     kernels.set_enabled(previously_enabled and backend != "torch")
     try:
+        apply_numerics(device)
         torch.manual_seed(0)
         model = prepare_model(build(), "fast", device)
         sync, x, y = _setup(batch, size, device)
         model.eval()
         with torch.no_grad():
-            logits = model.forward_logits(prepare_batch(x[:2], model, "fast")).float().cpu()
+            logits = model.forward_logits(prepare_batch(x[:2], model)).float().cpu()
         model.train()
-        step = _train_step(model, make_optimizer(model, "fast", 1e-3), prepare_batch(x, model, "fast"), y)
+        step = _train_step(model, make_optimizer(model, "fast", 1e-3), prepare_batch(x, model), y)
         (train,) = _interleaved([step], repeats, warmup=2, sync=sync)
         model.eval()
-        one = prepare_batch(x[:1], model, "fast")
+        one = prepare_batch(x[:1], model)
         with torch.inference_mode():
             (infer,) = _interleaved([lambda: model(one)], repeats * 4, warmup=3, sync=sync)
     finally:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from study.models.blocks import SelfAttention
-from study.models.mamba import Mamba
+from study.models.mamba import Mamba, using_backend
 from study.paper import mismatches, number, paper_row
 
 CONVENTIONS = {
@@ -47,7 +47,8 @@ def macs_thop(model: nn.Module, size: int = 256, in_channels: int = 3) -> int:
 
     probe = copy.deepcopy(model)  # thop adds buffers to every module it profiles
     x = torch.randn(1, in_channels, size, size)
-    with contextlib.redirect_stdout(io.StringIO()):
+    # Counting runs a CPU forward whatever backend the process trains with ('cuda' would refuse it).
+    with contextlib.redirect_stdout(io.StringIO()), using_backend("torch"):
         macs, _ = profile(probe, inputs=(x,), custom_ops={Mamba: _thop_zero}, verbose=False)
     return int(macs)
 
@@ -69,7 +70,7 @@ def macs_ptflops(model: nn.Module, size: int = 256, in_channels: int = 3) -> int
 
     probe = copy.deepcopy(model)
     log = io.StringIO()
-    with contextlib.redirect_stdout(log):
+    with contextlib.redirect_stdout(log), using_backend("torch"):
         macs, _ = get_model_complexity_info(
             probe,
             (in_channels, size, size),

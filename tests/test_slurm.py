@@ -73,7 +73,7 @@ def test_submitit_script_carries_every_resource(tmp_path):
 
     profile = sl.profile_from_dict({
         "partition": "gpu", "account": "proj42", "qos": "high", "constraint": "a100", "gpus_per_task": 2,
-        "cpus_per_task": 8, "mem_gb": 1.5, "time_min": 90, "array_parallelism": 4, "signal_delay_s": 300,
+        "runs_per_task": 2, "cpus_per_task": 8, "mem_gb": 1.5, "time_min": 90, "array_parallelism": 4, "signal_delay_s": 300,
         "extra_sbatch": ["--mail-type=FAIL", "#SBATCH --exclusive"], "setup": ["module load cuda"]})
     snap = sl.Snapshot(tmp_path / "snap", "abc123", False)
     params = sl.SlurmLauncher(profile=profile).executor_parameters(snap, dependency="afterany:7_0:7_1")

@@ -40,12 +40,12 @@ def test_fast_path_equals_plain_path(options):
     for mode in ("eval", "train"):
         getattr(fast, mode)(), getattr(plain, mode)()
         with torch.no_grad():
-            a, b = fast.forward_logits(prepare_batch(x, fast, "fast")), plain.forward_logits(x)
+            a, b = fast.forward_logits(prepare_batch(x, fast)), plain.forward_logits(x)
         assert (a - b).abs().max() <= 1e-4 * (1 + b.abs().max()), mode
     # One training step each: gradients, then the updated weights (foreach AdamW against the loop).
     opts = [make_optimizer(m, engine, lr=1e-3) for m, engine in ((fast, "fast"), (plain, "plain"))]
     for model, engine, opt in ((fast, "fast", opts[0]), (plain, "plain", opts[1])):
-        bce_dice_loss(model.forward_logits(prepare_batch(x, model, engine)), y).backward()
+        bce_dice_loss(model.forward_logits(prepare_batch(x, model)), y).backward()
     for (name, p), q in zip(fast.named_parameters(), plain.parameters()):
         assert (p.grad - q.grad).abs().max() <= 1e-3 * (1 + q.grad.abs().max()), name
     for opt in opts:

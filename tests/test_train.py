@@ -60,7 +60,12 @@ def test_record_is_complete(tmp_path):
         assert key in record, key
     assert record["params"] == 34_166 and record["rows"] == ["ultralbm"]
     from study import kernels
-    assert record["kernels"] == {"mamba_backend": "auto", "cpu": kernels.status()}
+    scan = "C scan" if kernels.library() is not None else "PyTorch scan"
+    assert record["kernels"] == {"mamba_backend": "auto", "scan": scan, "conv1d": "nn.Conv1d",
+                                 "memory_format": "channels_last", "cpu": kernels.status()}
+    # every attempt keeps its own device and kernels
+    assert [a["kernels"] for a in record["attempts"]] == [record["kernels"]]
+    assert record["attempts"][0]["device"] == "cpu" and record["numerics"]["deterministic_algorithms"]
     assert len(record["history"]) == 3 and (run_dir / "metrics.csv").read_text().count("\n") == 4
     lines = (run_dir / "per_image_test.csv").read_text().splitlines()
     assert lines[0] == "id,tp,fp,fn,tn" and len(lines) - 1 == record["data"]["split"]["test"]

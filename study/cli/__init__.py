@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "study.cli.tune",
     "study.cli.complexity",
     "study.cli.bench",
+    "study.cli.doctor",
 )
 
 

@@ -48,11 +48,13 @@ def _record(args, row, result, where: str) -> None:
     import time
 
     from study.store import RESULTS_DIR, Store, atomic_write_json
+    from study.train.numerics import settings
 
     store = Store(args.results or RESULTS_DIR)
     path = store.bench_path(args.device)
     atomic_write_json(path, {"arch": row.arch, "variant": row.id, "size": args.size, "batch": args.batch,
                              "train_step_s": result.train.median_s, "mamba_backend": result.backend,
+                             "numerics": settings(args.device),
                              "where": where, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print(f"  recorded in {path} (used by `run --dry-run` where no epochs are recorded)")
 
@@ -99,7 +101,10 @@ def run(args) -> int:
         print(f"  kernels vs PyTorch: largest logit difference {diff:.1e}: "
               + ("they agree" if agree else f"they DISAGREE (more than {AGREE_TOLERANCE:g} x {scale:.1f})"))
     if args.device == "cuda" and len(results) == 1:
-        print("  mamba-ssm kernels not installed: only the PyTorch scan was timed (pip install 'ultralbm-study[cuda]')")
+        from study.models.cuda_kernels import kernels_for
+
+        print(f"  mamba-ssm kernels unusable ({kernels_for('cuda').problem}): only the PyTorch scan was timed "
+              "(see the README's GPU install)")
     if args.scan_length and args.device == "cpu":
         s = bench_scan(length=args.scan_length, with_reference=not args.no_reference)
         line = f"  selective scan fwd+bwd, batch 4, d 16, state 16, L {args.scan_length}: {s['scan'] * 1e3:.1f} ms"

@@ -64,19 +64,36 @@ def rotation_grid(angles_deg: torch.Tensor, height: int, width: int) -> torch.Te
     return F.affine_grid(theta, [len(angles_deg), 1, height, width], align_corners=False)
 
 
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without making the host wait: from pinned memory, asynchronously."""
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation) -> tuple[torch.Tensor, torch.Tensor]:
-    """The flips, then the rotations, of (B, 3, H, W) images and their (B, 1, H, W) masks."""
+    """The flips, then the rotations, of (B, 3, H, W) images and their (B, 1, H, W) masks.
+
+    ``aug`` lives on the host (drawn from a CPU generator): every decision that needs a value
+    (which flips, which rows rotate) is taken there, and what the device needs goes over in one
+    asynchronous copy, so a batch on a GPU never waits for the device.
+    """
     device = images.device
-    for flags, dim in ((aug.hflip, -1), (aug.vflip, -2)):
-        flags = flags.to(device)
-        if bool(flags.any()):
-            pick = flags.view(-1, 1, 1, 1)
-            images = torch.where(pick, images.flip(dim), images)
-            masks = torch.where(pick, masks.flip(dim), masks)
     rotated = torch.nonzero(~torch.isnan(aug.angle)).flatten()
-    if len(rotated):
-        rows = rotated.to(device)
-        grid = rotation_grid(aug.angle[rotated].to(device), images.shape[-2], images.shape[-1])
+    flips = [(flags, dim) for flags, dim in ((aug.hflip, -1), (aug.vflip, -2)) if bool(flags.any())]
+    if not flips and not len(rotated):
+        return images, masks
+    # [hflip (B), vflip (B), rotated rows (R), their angles (R)] as float32: row numbers are exact.
+    packed = _to_device(torch.cat([aug.hflip.float(), aug.vflip.float(), rotated.float(), aug.angle[rotated]]),
+                        device)
+    n, r = len(aug.hflip), len(rotated)
+    for flags, dim in flips:
+        pick = (packed[:n] if dim == -1 else packed[n:2 * n]).bool().view(-1, 1, 1, 1)
+        images = torch.where(pick, images.flip(dim), images)
+        masks = torch.where(pick, masks.flip(dim), masks)
+    if r:
+        rows = packed[2 * n:2 * n + r].long()
+        grid = rotation_grid(packed[2 * n + r:], images.shape[-2], images.shape[-1])
         images = images.index_copy(0, rows, F.grid_sample(images[rows], grid, mode="bilinear",
                                                           padding_mode="zeros", align_corners=False))
         masks = masks.index_copy(0, rows, F.grid_sample(masks[rows], grid, mode="nearest",
@@ -116,7 +133,7 @@ class ResidentSplit:
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and masks of ``index``, augmented with draws from ``generator`` (None: not augmented)."""
-        index = index.to(self.device)
+        index = index.to(self.device)  # a no-op for ``batches``, which moves an epoch's order at once
         images = normalize_batch(self.images[index], self.transforms.normalization)
         masks = self.masks[index].unsqueeze(1).float()
         if generator is not None and self.transforms.augments:
@@ -131,6 +148,7 @@ class ResidentSplit:
             order = torch.arange(n)
         else:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed))
+        order = _to_device(order, self.device)  # one copy per epoch, not one per batch
         generator = None if augment_seed is None else torch.Generator().manual_seed(augment_seed)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):

@@ -17,19 +17,20 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from tqdm import tqdm
 
 from study.launch.core import BUSY, LaunchReport
-from study.launch.workers import init_worker, set_threads
+from study.launch.workers import init_worker, run_devices, set_threads
 from study.plan import PlannedRun, RunSpec
 from study.record import Status
 from study.store import Store
 
 
-def _train_one(spec: RunSpec, store_root, roots, progress: bool = False) -> tuple[str, str, str | None, float | None]:
+def _train_one(spec: RunSpec, store_root, roots, progress: bool = False,
+               device: str | None = None) -> tuple[str, str, str | None, float | None]:
     """In a worker: (run id, status, reason, test DSC). ``progress``: a bar over the run's epochs."""
     from study.train.run import RunBusy, train_spec
 
     run_id = spec.run_id
     try:
-        record = train_spec(spec, Store(store_root), roots=roots, progress=progress)
+        record = train_spec(spec, Store(store_root), roots=roots, progress=progress, device=device)
     except RunBusy as exc:
         return run_id, BUSY, str(exc), None
     except Exception as exc:  # the record holds the traceback; report the reason
@@ -85,8 +86,10 @@ class LocalLauncher:
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
                                          initargs=(threads, os.getpid())) as pool:
+                    devices = run_devices(jobs)
                     for wave in waves:
-                        futures = {pool.submit(_train_one, r.spec, store.root, roots): r for r in wave}
+                        futures = {pool.submit(_train_one, r.spec, store.root, roots, False, devices[i % jobs]): r
+                                   for i, r in enumerate(wave)}
                         for future in as_completed(futures):
                             note(futures[future], *future.result()[1:])
         except KeyboardInterrupt:

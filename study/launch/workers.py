@@ -39,6 +39,17 @@ def exit_with_parent(parent_pid: int, grace_s: float = 30.0) -> threading.Thread
     return thread
 
 
+def run_devices(count: int, gpus: int | None = None) -> list[str | None]:
+    """The device of each of ``count`` runs trained at once: on a node with G visible GPUs, run i
+    gets cuda:(i mod G), so a task with several GPUs uses them all; None (the default device)
+    without a GPU. A run uses one GPU: there is no data parallelism."""
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i % gpus}" if gpus else None for i in range(count)]
+
+
 def init_worker(threads: int, parent_pid: int) -> None:
     """The initializer of every worker process: its share of the cores, and the parent watch."""
     set_threads(threads)

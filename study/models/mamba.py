@@ -2,23 +2,25 @@
 
 Parameter names and shapes are those of ``mamba_ssm.Mamba`` (in_proj, conv1d,
 x_proj, dt_proj, A_log, D, out_proj), so state dicts load both ways. On a CUDA
-tensor with mamba-ssm installed the layer calls mamba-ssm's selective-scan
-kernel (and causal-conv1d's when installed); on a CPU it calls the project's
-C scan (``study.kernels``) when that builds here, else its pure-PyTorch scan
-(``selective_scan``).
+tensor the layer calls mamba-ssm's selective-scan kernel and causal-conv1d's
+convolution when they are installed and pass a probe (``study.models.cuda_kernels``);
+on a CPU it calls the project's C scan (``study.kernels``) when that builds here,
+else its pure-PyTorch scan (``selective_scan``).
 
 Choose the backend per process with ``set_backend`` or the ``STUDY_MAMBA_BACKEND``
 environment variable: ``auto`` (default: the kernels that can run),
 ``torch`` (always the pure-PyTorch scan, the oracle), ``native`` (the C scan
 on CPU tensors, or a clear error) or ``cuda`` (mamba-ssm's kernels, or a
-clear error).
+clear error). Where ``auto`` falls back to the PyTorch scan on a CUDA tensor it
+says so once on stderr, and runs record it (``kernels`` in ``record.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from functools import lru_cache
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +30,12 @@ from study.errors import ConfigError
 from study.kernels import library as native_library
 from study.kernels import ops as native_ops
 from study.kernels import status as native_status
+from study.models import cuda_kernels as cuda
 from study.models.selective_scan import native_selective_scan, selective_scan
 
 BACKENDS = ("auto", "torch", "native", "cuda")
-_backend = os.environ.get("STUDY_MAMBA_BACKEND", "auto")
+BACKEND_VARIABLE = "STUDY_MAMBA_BACKEND"
+_backend = os.environ.get(BACKEND_VARIABLE) or "auto"  # checked where it is used: get_backend
 
 
 def set_backend(name: str) -> None:
@@ -42,21 +46,20 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
+    if _backend not in BACKENDS:  # a misspelt environment variable must not act as 'auto'
+        raise ConfigError(f"{BACKEND_VARIABLE}={_backend!r} is not a Mamba backend; allowed: {', '.join(BACKENDS)}")
     return _backend
 
 
-@lru_cache(maxsize=1)
-def cuda_kernels():
-    """(selective_scan_fn, causal_conv1d_fn or None), or None without mamba-ssm."""
+@contextlib.contextmanager
+def using_backend(name: str):
+    """The backend set to ``name`` inside the block, restored after (complexity counting, benchmarks)."""
+    previous = _backend
+    set_backend(name)
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # not installed, or built against another torch
-        return None
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except Exception:
-        causal_conv1d_fn = None
-    return selective_scan_fn, causal_conv1d_fn
+        yield
+    finally:
+        globals()["_backend"] = previous
 
 
 def available_backends() -> list[str]:
@@ -64,29 +67,61 @@ def available_backends() -> list[str]:
     names = ["torch"]
     if native_library() is not None:
         names.append("native")
-    if torch.cuda.is_available() and cuda_kernels() is not None:
+    if torch.cuda.is_available() and cuda.kernels_for(torch.device("cuda")).usable:
         names.append("cuda")
     return names
 
 
-def scan_function(x: torch.Tensor):
-    """The selective scan (``selective_scan_fn``'s signature) that the backend runs on ``x``."""
-    if _backend == "torch":
-        return selective_scan
-    if x.is_cuda and _backend != "native":
-        kernels = cuda_kernels()
-        if kernels is not None:
-            return kernels[0]
-    if _backend == "cuda":
-        raise RuntimeError(
-            "mamba backend 'cuda' needs a CUDA tensor and mamba-ssm installed (pip install 'ultralbm-study[cuda]')"
-        )
+@dataclass(frozen=True)
+class KernelPath:
+    """What runs a Mamba layer's scan and depthwise conv on a given tensor, and in words."""
+
+    scan: object  # selective_scan_fn's signature
+    conv: object | None  # causal_conv1d_fn's signature, or None: nn.Conv1d then SiLU
+    scan_name: str
+    conv_name: str
+
+
+def _torch_path(scan=selective_scan, name: str = "PyTorch scan") -> KernelPath:
+    return KernelPath(scan, None, name, "nn.Conv1d")
+
+
+def choose_path(x: torch.Tensor) -> KernelPath:
+    """The scan and conv the backend runs on ``x`` (raises where the backend insists and cannot)."""
+    backend = get_backend()
+    if backend == "torch":
+        return _torch_path()
+    if backend != "native" and cuda.takes_kernel_path(x):
+        found = cuda.kernels_for(x.device)
+        if found.usable:
+            return KernelPath(found.scan, found.conv, found.scan_name, found.conv_name)
+        if backend == "cuda":
+            raise RuntimeError(f"mamba backend 'cuda': the mamba-ssm kernels cannot run here: {found.problem}")
+        cuda.warn_fallback(found)
+        return _torch_path(name=f"PyTorch scan (mamba-ssm unusable: {found.problem})")
+    if backend == "cuda":
+        raise RuntimeError(f"mamba backend 'cuda' runs mamba-ssm's kernels, which need a CUDA tensor; here: "
+                           f"{x.device.type} (see the README's GPU install)")
     if native_ops.scan_applies(x):
-        return native_selective_scan
-    if _backend == "native":
+        return _torch_path(native_selective_scan, "C scan")
+    if backend == "native":
         raise RuntimeError(f"mamba backend 'native' needs float32 CPU tensors and the C kernels; here: "
                            f"{x.device.type} {x.dtype}, {native_status()}")
-    return selective_scan
+    return _torch_path()
+
+
+def scan_function(x: torch.Tensor):
+    """The selective scan (``selective_scan_fn``'s signature) that the backend runs on ``x``."""
+    return choose_path(x).scan
+
+
+def describe_paths(device: str | torch.device) -> dict:
+    """What a float32 tensor on ``device`` runs through: {"scan": ..., "conv1d": ...} (a run's provenance)."""
+    try:
+        path = choose_path(torch.zeros(1, 1, 1, device=device))  # a float32 tensor on the device
+    except (RuntimeError, ConfigError) as exc:
+        return {"scan": f"none ({exc})", "conv1d": "none"}
+    return {"scan": path.scan_name, "conv1d": path.conv_name}
 
 
 class Mamba(nn.Module):
@@ -133,11 +168,12 @@ class Mamba(nn.Module):
         length = hidden.shape[1]
         xz = self.in_proj(hidden).transpose(1, 2)  # (batch, 2*d_inner, L)
         x, z = xz.chunk(2, dim=1)
-        scan = scan_function(hidden)
-        use_kernels = hidden.is_cuda and scan not in (selective_scan, native_selective_scan)
-        conv_fn = cuda_kernels()[1] if use_kernels else None
-        if conv_fn is not None:
-            x = conv_fn(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        path = choose_path(hidden)
+        if path.conv is not None and cuda.conv_applies(hidden, self.d_conv):
+            # x is a transposed view (channel stride 1): causal-conv1d would take it down its
+            # channel-last kernel, which needs d_inner % 8 == 0 (the -T model's 12 fails). Its
+            # general kernel takes an L-contiguous (batch, d_inner, L) tensor of any width.
+            x = path.conv(x.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         else:
             x = F.silu(self.conv1d(x)[..., :length])
 
@@ -148,7 +184,7 @@ class Mamba(nn.Module):
         B = B.transpose(1, 2).contiguous()
         C = C.transpose(1, 2).contiguous()
         A = -torch.exp(self.A_log.float())
-        y = scan(
+        y = path.scan(
             x.contiguous(), delta.contiguous(), A, B, C, self.D.float(), z=z.contiguous(),
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
         )

@@ -40,18 +40,35 @@ class ChannelsLastGroupNorm(torch.nn.GroupNorm):
         return native_ops.group_norm_pool_gelu(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
-def uses_channels_last(model: torch.nn.Module, engine: str) -> bool:
-    return engine == "fast" and bool(getattr(model, "prefers_channels_last", False))
+# Where the fast engine stores and feeds channels_last. Measured on a CPU: faster there, with the C
+# GroupNorm. Not on CUDA: PyTorch's CUDA group_norm computes on ``input.contiguous()`` (aten
+# group_norm.cpp), so a channels_last map is converted to NCHW and back around each of the model's
+# ten GroupNorms, forward and backward. `python -m study doctor --device cuda` times both layouts on
+# the GPU it runs on; change this entry only on what it measures.
+CHANNELS_LAST_ON = {"cpu": True, "cuda": False}
 
 
-def prepare_model(model: torch.nn.Module, engine: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+def uses_channels_last(model: torch.nn.Module, engine: str, device: str | torch.device = "cpu") -> bool:
+    device_type = torch.device(device).type
+    return (engine == "fast" and bool(getattr(model, "prefers_channels_last", False))
+            and CHANNELS_LAST_ON.get(device_type, False))
+
+
+def prepare_model(model: torch.nn.Module, engine: str, device: str | torch.device = "cpu",
+                  channels_last: bool | None = None) -> torch.nn.Module:
+    """The model on ``device`` as ``engine`` runs it; ``channels_last`` overrides the layout choice
+    (the doctor's layout comparison). The model then says which layout it is fed in
+    (``input_memory_format``, read by ``prepare_batch``)."""
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}; expected one of {', '.join(ENGINES)}")
     model = model.to(device)
     for module in model.modules():
         if hasattr(module, "batch_branches"):
             module.batch_branches = engine == "fast"
-    if uses_channels_last(model, engine):
+    if channels_last is None:
+        channels_last = uses_channels_last(model, engine, device)
+    model.input_memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
         for module in model.modules():
             if type(module) is torch.nn.GroupNorm:  # same tensors, so optimizer and checkpoints are unaffected
@@ -59,8 +76,13 @@ def prepare_model(model: torch.nn.Module, engine: str, device: str | torch.devic
     return model
 
 
-def prepare_batch(images: torch.Tensor, model: torch.nn.Module, engine: str) -> torch.Tensor:
-    if images.dim() == 4 and uses_channels_last(model, engine):
+def memory_format_name(model: torch.nn.Module) -> str:
+    return "channels_last" if getattr(model, "input_memory_format", None) is torch.channels_last else "NCHW"
+
+
+def prepare_batch(images: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """``images`` in the layout the prepared ``model`` is fed in."""
+    if images.dim() == 4 and getattr(model, "input_memory_format", None) is torch.channels_last:
         return images.contiguous(memory_format=torch.channels_last)
     return images
 

@@ -78,7 +78,7 @@ def per_image_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return bce + (1 - dice)
 
 
-def evaluate(model, dataset, device: str = "cpu", on_batch=None, engine: str = "fast") -> tuple[float, np.ndarray]:
+def evaluate(model, dataset, device: str = "cpu", on_batch=None) -> tuple[float, np.ndarray]:
     """(mean per-image BCE + Dice loss, per-image TP/FP/FN/TN counts) on ``dataset``.
 
     ``dataset``: a ResidentSplit (the batched pipeline) or a SegmentationDataset (per sample). The loss is averaged per image, as the official code's batch-size-1
@@ -91,7 +91,7 @@ def evaluate(model, dataset, device: str = "cpu", on_batch=None, engine: str = "
     seen = 0
     with torch.inference_mode():
         for images, masks in _eval_batches(dataset, device):
-            logits = model.forward_logits(prepare_batch(images, model, engine))
+            logits = model.forward_logits(prepare_batch(images, model))
             losses.append(per_image_loss(logits, masks))
             probs = torch.sigmoid(logits)
             counts.append(confusion_counts(probs, masks))
@@ -200,7 +200,7 @@ class Trainer:
                 break
             check()
             images, masks = batch
-            loss, terms = self.objective(self.model.forward_logits(prepare_batch(images, self.model, t.engine)),
+            loss, terms = self.objective(self.model.forward_logits(prepare_batch(images, self.model)),
                                          images, masks)
             # On a GPU a per-step check would wait for the device; the epoch's sums are checked below.
             if on_cpu and not torch.isfinite(loss):
@@ -231,7 +231,7 @@ class Trainer:
         """Score the selection split and keep the best weights so far (lowest selection loss)."""
         if self.data.selection is None:
             return
-        loss, counts = evaluate(self.model, self.split(self.data.selection), self.device, engine=self.config.train.engine)
+        loss, counts = evaluate(self.model, self.split(self.data.selection), self.device)
         entry["selection_loss"] = loss
         entry["selection_dsc"] = PooledMetrics.from_counts(counts).as_dict()["dsc"]
         if loss < self.best["loss"]:

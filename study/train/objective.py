@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from study.config import DistillConfig
+from study.train.engine import prepare_batch
 from study.train.losses import (
     attention_transfer_loss,
     bce_dice_loss,
@@ -38,7 +39,7 @@ class Objective:
         if not d.enabled:
             return hard, {"hard": hard.detach()}
         with torch.no_grad():
-            teacher_logits = self.teacher.forward_logits(images)
+            teacher_logits = self.teacher.forward_logits(prepare_batch(images, self.teacher))
         terms = {"hard": hard}
         total = d.hard * hard
         if d.soft:

@@ -27,16 +27,30 @@ def versions() -> dict:
     import thop
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "study": study.__version__, "thop": getattr(thop, "__version__", "unknown")}
+    from study.models.cuda_kernels import package_version
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "study": study.__version__, "thop": getattr(thop, "__version__", "unknown")}
+    for name in ("mamba-ssm", "causal-conv1d"):
+        version = package_version(name)
+        if version is not None:
+            out[name] = version
+    return out
 
 
-def kernels_used(device: str) -> dict:
-    """The Mamba backend switch, and on a CPU which kernels run (the C ones, or why not)."""
+def kernels_used(device, model=None) -> dict:
+    """What computed the run: the Mamba backend switch, the scan and conv it runs on ``device``, the
+    layout the model is fed in, and on a CPU the C kernels' state, on CUDA the kernel packages."""
     from study import kernels
-    from study.models.mamba import get_backend
+    from study.models import cuda_kernels
+    from study.models.mamba import describe_paths, get_backend
+    from study.train.engine import memory_format_name
 
-    used = {"mamba_backend": get_backend()}
+    used = {"mamba_backend": get_backend(), **describe_paths(device)}
+    if model is not None:
+        used["memory_format"] = memory_format_name(model)
     if str(device).startswith("cpu"):
         used["cpu"] = kernels.status()
+    elif str(device).startswith("cuda"):
+        used["cuda"] = cuda_kernels.describe(device)
     return used

@@ -29,6 +29,7 @@ from study.plan import RunSpec
 from study.record import MISSING, RunRecord, Status
 from study.store import RunKey, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
+from study.train.numerics import apply as apply_numerics
 from study.train.provenance import git_commit, kernels_used, versions
 from study.train.outputs import evaluate_split
 
@@ -250,7 +251,7 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     """Data, teacher, model and optimizer, resumed from the last checkpoint when there is one."""
     from study.train.data import build_run_data
 
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    numerics = apply_numerics(device)
     data = build_run_data(ctx.config, ctx.key.seed, roots)
     record["data"] = data.provenance
     teacher = None
@@ -260,8 +261,13 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     if trainer.resume():
         record["resumed_from_epoch"] = trainer.epoch
     # Which kernels ran changes float rounding, not the function: provenance, not identity (like threads).
-    record.update(device=device, threads=torch.get_num_threads(), kernels=kernels_used(device),
-                  versions=versions(), git_commit=git_commit(),
+    # The top-level fields are this attempt's; every attempt keeps its own, so a run resumed on
+    # another node or device shows it.
+    kernels = kernels_used(device, trainer.model)
+    this_attempt = {"device": str(device), "threads": torch.get_num_threads(), "kernels": kernels,
+                    "numerics": numerics}
+    record["attempts"][-1].update(this_attempt)
+    record.update(this_attempt, versions=versions(), git_commit=git_commit(),
                   selection={"mode": ctx.config.train.selection, "split": data.selection_split})
     return trainer
 
@@ -304,8 +310,7 @@ def _finish(ctx: RunContext, trainer: Trainer, record: dict, started: float) -> 
     for split, dataset in splits.items():
         ctx.check_lease()
         results[split] = evaluate_split(trainer.model, dataset, trainer.device, store, key, split,
-                                        keep_predictions=split == "test", served=trainer.split(dataset),
-                                        engine=ctx.config.train.engine)
+                                        keep_predictions=split == "test", served=trainer.split(dataset))
     record["test"] = results["test"].scores
     record["external"] = {s: r.scores for s, r in results.items() if s != "test"}
     record["challenge"] = {s: r.challenge for s, r in results.items() if r.challenge is not None}

@@ -145,6 +145,11 @@ def profile_from_dict(data: dict, *, name: str = "default", path: str | None = N
             raise ConfigError(f"{where}: {key} = {getattr(profile, key)}: expected at least 1")
     if profile.gpus_per_task < 0 or profile.max_requeues < 0:
         raise ConfigError(f"{where}: gpus_per_task and max_requeues must not be negative")
+    if profile.gpus_per_task > profile.runs_per_task:
+        # A run trains on one GPU (no data parallelism); the task's runs take its GPUs round robin.
+        raise ConfigError(f"{where}: gpus_per_task = {profile.gpus_per_task} but runs_per_task = "
+                          f"{profile.runs_per_task}: each run uses one GPU, so {profile.gpus_per_task - profile.runs_per_task} "
+                          "would sit idle and be charged; set gpus_per_task at most runs_per_task")
     if profile.gpu_flag not in GPU_FLAGS:
         raise ConfigError(f"{where}: gpu_flag = {profile.gpu_flag!r}; allowed: {', '.join(GPU_FLAGS)}")
     mas = profile.max_array_size

@@ -20,7 +20,8 @@ from study.record import Status
 from study.store import Store
 
 
-def train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dict) -> dict:
+def train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dict,
+               device: str | None = None) -> dict:
     """Train or resume one run from its JSON spec (the plan's ``RunSpec``, checked against
     this code's config hash); the record gets ``info`` as record["launcher"]."""
     import study
@@ -35,7 +36,7 @@ def train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dic
           f"restart {info.get('restart_count')} code {info['code']}", flush=True)
     try:
         record = train_spec(run, Store(store_root), roots=roots, progress=False, launcher_info=info,
-                            log=lambda line: print(line, flush=True))
+                            log=lambda line: print(line, flush=True), device=device)
     except RunBusy as exc:
         print(f"skipped: {exc}", flush=True)
         return {"run_id": spec["run_id"], "status": BUSY, "reason": str(exc)}
@@ -51,9 +52,12 @@ def _failed(spec: dict, exc: BaseException) -> dict:
 
 def train_group(specs: list[dict], store_root: str, roots: dict, threads: int, info: dict) -> list[dict]:
     """Train a task's runs: one in this process, or several at once in as many worker
-    processes, each with its share of the task's CPUs (and the task's GPU, shared)."""
+    processes, each with its share of the task's CPUs and one of the task's GPUs (round robin)."""
+    from study.launch.workers import run_devices
+
+    devices = run_devices(len(specs))
     if len(specs) == 1:
-        return [train_task(specs[0], store_root, roots, threads, info)]
+        return [train_task(specs[0], store_root, roots, threads, info, devices[0])]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -64,7 +68,8 @@ def train_group(specs: list[dict], store_root: str, roots: dict, threads: int, i
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(len(specs), mp_context=context, initializer=init_worker,
                              initargs=(per_run, os.getpid())) as pool:
-        futures = [pool.submit(train_task, spec, store_root, roots, per_run, info) for spec in specs]
+        futures = [pool.submit(train_task, spec, store_root, roots, per_run, info, device)
+                   for spec, device in zip(specs, devices)]
         results = []
         for spec, future in zip(specs, futures):
             try:
