@@ -9,7 +9,7 @@
 
 Params are the plain sum of numel, shared weights counted once. No counter is
 tuned to hit the paper: where the paper cannot be matched the row says so,
-with the reason from ``paper/mismatches.toml``.
+with the reason from ``paper/differences.toml``.
 """
 
 from __future__ import annotations

@@ -17,19 +17,24 @@ from study.canonical import check_fields, coerce_floats
 from study.data.registry import DATASETS as _DATASET_INFO
 from study.data.synthetic import GENERATOR_VERSION as SYNTHETIC_GENERATOR
 from study.data.batched import PIPELINES
-from study.data.transforms import NORMALIZATIONS, ROTATIONS
+from study.data.transforms import MASK_TARGETS, NORMALIZATIONS, ROTATION_INTERPOLATIONS, ROTATIONS
 from study.train.engine import ENGINES
 from study.errors import ConfigError
 from study.models.registry import make_config
 
 DATASETS = tuple(_DATASET_INFO)
 SELECTIONS = ("paper", "last", "holdout")
+DISTILL_SELECTIONS = ("as_train", "train_loss")
 SECTIONS = ("model", "data", "train", "distill")
 DATA_SPLITS = ("random", "release")
 # Fields added after runs were first stored: while at these values they are left out of a
 # config's identity, so every run stored before they existed keeps its hash.
 LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False, ("data", "pipeline"): "per_sample",
-                ("train", "engine"): "plain"}
+                ("train", "engine"): "plain",
+                # the switches between the paper's text and the authors' release (paper/differences.toml)
+                ("model", "bidirectional_flip"): "sequence", ("model", "mamba_conv_init"): "harness",
+                ("data", "rotation_interpolation"): "bilinear", ("data", "mask_targets"): "hard",
+                ("distill", "selection"): "as_train", ("distill", "drop_last"): False}
 
 
 def _choice(section: str, name: str, value, allowed) -> None:
@@ -78,6 +83,11 @@ class DataConfig:
     # "batched": the split resident as uint8 tensors, augmented a batch at a time on the
     # run's device; "per_sample": the earlier per-sample path (its own random stream).
     pipeline: str = "batched"
+    # Between the paper's text and the authors' release (paper/differences.toml): the image's
+    # interpolation when rotated ("nearest" in the release), and training masks "hard" {0, 1}
+    # or "soft" (the bilinearly resized mask, as the release trains on).
+    rotation_interpolation: str = "bilinear"
+    mask_targets: str = "hard"
 
     def __post_init__(self):
         if isinstance(self.external, list):
@@ -97,6 +107,8 @@ class DataConfig:
         if not isinstance(self.skip_bad, bool):
             raise ConfigError(f"data.skip_bad: expected true or false, got {self.skip_bad!r}")
         _choice("data", "rotation", self.rotation, ROTATIONS)
+        _choice("data", "rotation_interpolation", self.rotation_interpolation, ROTATION_INTERPOLATIONS)
+        _choice("data", "mask_targets", self.mask_targets, MASK_TARGETS)
         for ext in self.external:
             _choice("data", "external", ext, DATASETS)
         _positive("data", "synthetic_count", self.synthetic_count)
@@ -161,11 +173,19 @@ class DistillConfig:
     grad: float = 0.0  # Eq. 17
     # The teacher's model options (default: the full UltraLBM-UNet).
     teacher: dict = field(default_factory=dict)
+    # How a student's checkpoint is chosen: "as_train" (train.selection, as for any run) or
+    # "train_loss" (lowest training distillation loss: the release's train_distillation.py).
+    selection: str = "as_train"
+    # Drop a last incomplete training batch (the release's distillation loader does).
+    drop_last: bool = False
 
     def __post_init__(self):
         coerce_floats(self)
+        _choice("distill", "selection", self.selection, DISTILL_SELECTIONS)
+        if not isinstance(self.drop_last, bool):
+            raise ConfigError(f"distill.drop_last: expected true or false, got {self.drop_last!r}")
         for f in fields(self):
-            if f.name != "teacher":
+            if f.name not in ("teacher", "selection", "drop_last"):
                 value = getattr(self, f.name)
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                     raise ConfigError(f"distill.{f.name}: expected a non-negative number, got {value!r}")
@@ -196,6 +216,21 @@ class RunConfig:
             "train": asdict(self.train),
             "distill": asdict(self.distill) if self.distill.enabled else None,
         }))
+
+    @property
+    def selects_on_train_loss(self) -> bool:
+        """A distillation student chosen by its lowest training loss (``distill.selection``)."""
+        return self.distill.enabled and self.distill.selection == "train_loss"
+
+    @property
+    def drops_last_batch(self) -> bool:
+        """A distillation student whose last incomplete batch is dropped (``distill.drop_last``)."""
+        return self.distill.enabled and self.distill.drop_last
+
+    @property
+    def selection_mode(self) -> str:
+        """How the checkpoint is chosen, in the words a record keeps."""
+        return "train_loss" if self.selects_on_train_loss else self.train.selection
 
     def identity(self) -> dict:
         """What the hash covers: ``to_dict()`` less later fields at their old behaviour."""

@@ -11,6 +11,13 @@ run. A holder that finds a newer generation (it was paused past its lease
 and taken over) has lost the run and must stop writing to it: ``lost`` says so.
 An empty or unreadable lease file (a holder killed while writing it, a full
 disk) is dead once it is older than the lease.
+
+A lease's age is read on one clock: the file system's. Each renewal rewrites
+the lease file, whose modification time the file server sets; an observer
+writes a probe file into the same folder and reads its modification time as
+"now". No host's own wall clock enters the decision, so a node whose clock
+runs minutes ahead or behind neither takes over a live run nor keeps a dead
+one blocked (``renewed_at`` in the file is kept for people, not used).
 """
 
 from __future__ import annotations
@@ -68,22 +75,34 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def store_now(folder: Path) -> float:
+    """The file system's "now" in ``folder``: the modification time of a probe file written there
+    (the file server's clock on NFS; the same clock that stamps the lease files)."""
+    probe = folder / f".clock-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, b"t")
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Holder:
-    """What a lease file says, and how old it is."""
+    """What a lease file says, and how old it is by the store's clock."""
 
     generation: int
     host: str | None
     pid: int | None
     token: str | None
-    renewed_at: float  # the later of its stated renewal and the file's mtime
+    age_s: float  # since the file was last written, on the file system's clock
     alive: bool
 
     def describe(self) -> str:
         if self.host is None:
             return f"an unreadable lease (lease.{self.generation})"
-        ago = max(0.0, time.time() - self.renewed_at)
-        return f"host {self.host}, pid {self.pid}, last heartbeat {ago:.0f} s ago"
+        return f"host {self.host}, pid {self.pid}, last heartbeat {max(0.0, self.age_s):.0f} s ago"
 
 
 class RunLease:
@@ -107,27 +126,35 @@ class RunLease:
             return []
         return sorted(int(m.group(1)) for m in map(_NAME.fullmatch, names) if m)
 
-    def _read(self, generation: int) -> Holder | None:
+    def _now(self) -> float:
+        try:
+            return store_now(self.dir)
+        except OSError:  # a read-only or full store: the lease file's own age cannot be judged
+            return float("-inf")  # every lease then counts as fresh: nothing is taken over blindly
+
+    def _read(self, generation: int, now: float | None = None) -> Holder | None:
         path = self._path(generation)
         try:
             mtime = path.stat().st_mtime
+            age = (self._now() if now is None else now) - mtime
             data = json.loads(path.read_text())
             host, pid, token = str(data["host"]), int(data["pid"]), str(data["token"])
-            renewed = max(float(data["renewed_at"]), mtime)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
             # Being written right now, or left empty by a holder that died writing it.
-            return Holder(generation, None, None, None, mtime, time.time() - mtime <= self.lease_s)
-        alive = time.time() - renewed <= self.lease_s
+            return Holder(generation, None, None, None, age, age <= self.lease_s)
+        alive = age <= self.lease_s
         if alive and host == socket.gethostname():
             alive = pid_alive(pid)
-        return Holder(generation, host, pid, token, renewed, alive)
+        return Holder(generation, host, pid, token, age, alive)
 
     def holder(self) -> Holder | None:
         """The live holder of this run, if any."""
-        for generation in reversed(self._generations()):
-            h = self._read(generation)
+        generations = self._generations()
+        now = self._now() if generations else None
+        for generation in reversed(generations):
+            h = self._read(generation, now)
             if h is not None and h.alive and (self.token is None or h.token != self.token):
                 return h
         return None

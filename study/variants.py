@@ -23,7 +23,7 @@ VARIANTS_DIR = Path(os.environ.get("STUDY_VARIANTS", Path(__file__).resolve().pa
 
 TABLE_KEYS = {"title", "datasets", "external", "reference"}
 SECTIONS = ("model", "data", "train", "distill")
-ROW_KEYS = {"id", "name", *SECTIONS}
+ROW_KEYS = {"id", "name", "compare_with", *SECTIONS}
 BASE_KEYS = {*SECTIONS, "profiles"}
 PROFILES = ("paper", "smoke")
 # Only runs trained on these get the table's external evaluation (PH2).
@@ -41,6 +41,8 @@ class Row:
     datasets: tuple[str, ...] = ("isic2017",)
     external: tuple[str, ...] = ()
     profiles: dict = field(default_factory=dict)
+    # The row this one is measured against, where not the table's reference (Table R's students).
+    compare_with: str | None = None
 
     @property
     def model(self) -> dict:
@@ -71,7 +73,13 @@ class Row:
             raise ConfigError(f"row {self.id!r} cannot run: {self.unavailable}")
         if profile not in self.profiles:
             raise ConfigError(f"profile: unknown {profile!r}; allowed: {', '.join(sorted(self.profiles))}")
-        resolved = merge(self.sections, self.profiles[profile])
+        chosen = dict(self.profiles[profile])
+        # A profile's [models.ARCH] options apply to that arch's rows only (the release's model
+        # switches are UltraLBM-UNet fields; a U-Net row has none of them).
+        per_arch = chosen.pop("models", {})
+        resolved = merge(self.sections, chosen)
+        if self.arch in per_arch:
+            resolved["model"] = merge(resolved["model"], per_arch[self.arch])
         resolved = merge(resolved, overrides or {})
         data = resolved.setdefault("data", {})
         if dataset is not None:
@@ -139,6 +147,7 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
         datasets=tuple(meta.get("datasets", ["isic2017"])),
         external=tuple(meta.get("external", [])),
         profiles=base["profiles"],
+        compare_with=raw.get("compare_with"),
     )
     if not unavailable:
         try:  # validate every field now, so a bad file fails at load with its row named
@@ -167,6 +176,9 @@ def _load_table(path: Path, base: dict) -> Table:
     reference = meta.get("reference", rows[-1].id)
     if reference not in seen:
         raise ConfigError(f"{path} [table]: reference {reference!r} is not a row of this table")
+    for r in rows:
+        if r.compare_with is not None and (r.compare_with not in seen or r.compare_with == r.id):
+            raise ConfigError(f"{path} row '{r.id}': compare_with {r.compare_with!r} is not another row of this table")
     return Table(
         id=table_id,
         title=meta.get("title", table_id),
@@ -186,7 +198,10 @@ def _load_base(path: Path) -> dict:
     sections = {k: raw.get(k, {}) for k in SECTIONS}
     profiles = {"paper": {}}
     for name, body in raw.get("profiles", {}).items():
-        _unknown(f"{path} [profiles.{name}]", body, SECTIONS)
+        _unknown(f"{path} [profiles.{name}]", body, (*SECTIONS, "models"))
+        for arch, options in body.get("models", {}).items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"{path} [profiles.{name}.models.{arch}]: expected a table of model fields")
         profiles[name] = body
     return {"sections": sections, "profiles": profiles}
 

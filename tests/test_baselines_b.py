@@ -19,7 +19,7 @@ TABLE = {
     "rolling_unet_s": (1_783_185, 2.102),
     "tinyu_net": (481_105, 1.659),
     # The release's default (with SC_Att_Bridge); the paper prints 0.045 M / 0.069 G,
-    # which no configuration of the release gives (documented in paper/mismatches.toml).
+    # which no configuration of the release gives (documented in paper/differences.toml).
     "ultralight_vm_unet": (49_457, 0.060),
     "mambau_lite": (416_488, 0.934),
     "u_kan": (25_359_265, 6.889),

@@ -99,8 +99,9 @@ def test_cli_check_fails_when_the_paper_disagrees(tmp_path):
 def test_cli_check_fails_on_a_stale_mismatch_note(tmp_path):
     paper = tmp_path / "paper"
     shutil.copytree(REPO_ROOT / "paper", paper)
-    with (paper / "mismatches.toml").open("a") as fh:
-        fh.write('\n[[mismatch]]\nrow = "t6-none"\nquantity = "params"\nnote = "wrongly claimed"\n')
+    with (paper / "differences.toml").open("a") as fh:
+        fh.write('\n[[difference]]\nid = "x"\nkind = "complexity"\nrow = "t6-none"\nquantity = "params"\n'
+                 'note = "wrongly claimed"\n')
     out = _cli("complexity", "t6-none", "--check", "--no-ptflops", env={"STUDY_PAPER": str(paper)})
     assert out.returncode == 1
     assert "stale-note" in out.stdout

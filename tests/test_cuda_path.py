@@ -102,9 +102,10 @@ def _step(model, images, masks):
 
 
 @pytest.mark.parametrize("row_id", sorted(MAMBA_ROWS))
-def test_one_training_step_of_every_mamba_row_on_the_cuda_branch(row_id):
+@pytest.mark.parametrize("layout", ["NCHW", "channels_last"])  # CUDA trains NCHW; the CPU channels_last
+def test_one_training_step_of_every_mamba_row_on_the_cuda_branch(row_id, layout):
     torch.manual_seed(0)
-    model = prepare_model(MAMBA_ROWS[row_id].build_model(), "fast", "cpu")
+    model = prepare_model(MAMBA_ROWS[row_id].build_model(), "fast", "cpu", channels_last=layout == "channels_last")
     model.train()
     images = torch.randn(2, 3, 64, 64)
     masks = (torch.rand(2, 1, 64, 64) > 0.5).float()
@@ -204,6 +205,50 @@ def test_probes_refuse_a_scan_that_raises_when_called_or_computes_something_else
     assert "disagrees" in cuda_kernels.probe_scan(wrong, torch.device("cpu"))
 
 
+def _fake_packages(monkeypatch, scan, conv=None):
+    interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    interface.selective_scan_fn = scan
+    modules = {"mamba_ssm": types.ModuleType("mamba_ssm"), "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
+               "mamba_ssm.ops.selective_scan_interface": interface}
+    if conv is not None:
+        modules["causal_conv1d"] = types.ModuleType("causal_conv1d")
+        modules["causal_conv1d"].causal_conv1d_fn = conv
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_a_first_call_under_no_grad_still_probes_with_gradients(monkeypatch, context):
+    # `study bench` and evaluations make their first Mamba call without autograd.
+    _fake_packages(monkeypatch, selective_scan_fn, causal_conv1d_fn)
+    with getattr(torch, context)():
+        found = cuda_kernels._discover(torch.device("cpu"))
+    assert found.usable and found.conv is causal_conv1d_fn, found.problem
+
+
+def test_pool_workers_each_keep_their_own_gpu():
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from study.launch.workers import device_slots, init_worker
+
+    context = multiprocessing.get_context("spawn")
+    slots = device_slots(context, 3, gpus=2)
+    with context.Manager() as manager, ProcessPoolExecutor(3, mp_context=context, initializer=init_worker,
+                                                           initargs=(1, os.getpid(), slots)) as pool:
+        meet = manager.Barrier(3)  # each item waits for the other two: three items, three workers
+        seen = sorted(pool.map(_device_when_all_three_run, [meet] * 3))
+    assert seen == ["cuda:0", "cuda:0", "cuda:1"]
+
+
+def _device_when_all_three_run(meet):
+    from study.launch.workers import worker_device
+
+    meet.wait(timeout=120)
+    return worker_device()
+
+
 def test_a_mamba_ssm_that_imports_but_cannot_scan_is_not_used(monkeypatch):
     interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
 
@@ -256,7 +301,7 @@ def test_a_run_on_the_cuda_backend_completes_and_records_its_kernels(tmp_path):
     from test_train import tiny
 
     with contract_kernels(), mamba_mod.using_backend("cuda"):
-        record = train_run(tiny("ultralbm-t"), 0, Store(tmp_path), progress=False)
+        record = train_run(tiny("t7-none"), 0, Store(tmp_path), progress=False)  # the -T model: d_inner 12
     assert record.completed, record.reason
     kernels = record.details["kernels"]
     assert kernels["mamba_backend"] == "cuda"
@@ -285,6 +330,7 @@ class _CopiesToDevice(torch.overrides.TorchFunctionMode):
 class _Split:
     rows = list(range(10))
     run_angle = None
+    mask_scale = 1.0
 
     def __init__(self, rotation="per_sample"):
         from study.data.transforms import TransformConfig

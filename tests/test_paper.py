@@ -93,6 +93,6 @@ def test_ablation_values_match_the_paper_text(paper_tables, n):
 
 def test_documented_mismatches_name_real_rows():
     ids = {r.id for t in load_tables().values() for r in t.rows}
-    assert mismatches(), "paper/mismatches.toml lists the rows the paper contradicts"
+    assert mismatches(), "paper/differences.toml lists the rows the paper contradicts (kind complexity)"
     for (row, quantity), m in mismatches().items():
         assert row in ids and m.note

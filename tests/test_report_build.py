@@ -115,7 +115,7 @@ def test_cli_prints_the_folder_and_files(tmp_path):
 def test_cli_unknown_table_is_one_line():
     out = _cli("--tables", "1,9", "--results", "/nonexistent")
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: --tables: unknown table '9'; available: 1, 2, 3, 4, 5, 6, 7"
+    assert out.stderr.strip() == "error: --tables: unknown table '9'; available: 1, 2, 3, 4, 5, 6, 7, R"
 
 
 def test_seeds_option_keeps_tables_and_audit_on_the_same_runs(tmp_path):

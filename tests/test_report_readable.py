@@ -171,7 +171,7 @@ def test_a_smoke_report_says_once_which_tables_have_runs(smoke_store, tmp_path):
     assert cover["table7"].compact and not cover["table7"].has_runs
     summary = " ".join(result.summary)
     assert summary.startswith("Tables with runs: Table 3 (every row; profile smoke, Synthetic, 3 seeds per cell).")
-    assert ("Shown compactly, with Params and FLOPs counted from each row's model: Tables 1, 2, 4, 5 and 6 hold "
+    assert ("Shown compactly, with Params and FLOPs counted from each row's model: Tables 1, 2, 4, 5, 6 and R hold "
             "only their “(Ours)” row: the same runs as Table 3, shown there; Table 7 has no runs under profile "
             "smoke.") in summary
     report = (tmp_path / "out" / "report.tex").read_text()

@@ -74,6 +74,9 @@ def run(args) -> int:
         raise StudyError("--device cuda: no CUDA device is visible to torch here")
     tune_allocator()
     torch.set_num_threads(args.threads or default_threads())
+    from study.train.numerics import apply as apply_numerics
+
+    apply_numerics(args.device)  # before anything probes a kernel or starts cuBLAS
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"variant {row.id} ({row.name}); batch {args.batch}, {args.size}x{args.size}; "
           f"torch {torch.__version__}, {where}")

@@ -53,6 +53,37 @@ def run_show(args) -> int:
         for dataset in ([args.dataset] if args.dataset else row.default_datasets(args.profile)):
             config = row.run_config(dataset, args.profile, overrides)
             print(f"dataset {dataset}, profile {args.profile}: config hash {config.hash}")
+            if config.distill.enabled:
+                teacher = config.teacher_config()
+                rows_of = _rows_with(teacher.hash, dataset, args.profile, overrides)
+                print(f"distillation student: its teacher is config {teacher.hash} (the full model "
+                      f"{teacher.arch}{_model_changes(teacher)}, same dataset and seed"
+                      + (f"; the runs of {', '.join(rows_of)}" if rows_of else "") + "), trained before it")
             print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         print()
     return 0
+
+
+def _model_changes(config) -> str:
+    """The teacher's model options that differ from the default model, if any."""
+    from dataclasses import asdict
+
+    default = type(config.model)()
+    changed = {k: v for k, v in asdict(config.model).items() if asdict(default).get(k) != v}
+    return "" if not changed else " with " + ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))
+
+
+def _rows_with(config_hash: str, dataset: str, profile: str, overrides: dict) -> list[str]:
+    """Rows whose config on ``dataset`` is ``config_hash`` (they share its runs)."""
+    from study.errors import ConfigError
+    from study.variants import load_tables
+
+    found = []
+    for table in load_tables().values():
+        for row in table.rows:
+            try:
+                if not row.unavailable and row.run_config(dataset, profile, overrides).hash == config_hash:
+                    found.append(row.id)
+            except ConfigError:
+                continue
+    return found

@@ -71,7 +71,8 @@ def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
-def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation,
+            interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """The flips, then the rotations, of (B, 3, H, W) images and their (B, 1, H, W) masks.
 
     ``aug`` lives on the host (drawn from a CPU generator): every decision that needs a value
@@ -94,7 +95,7 @@ def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation) -
     if r:
         rows = packed[2 * n:2 * n + r].long()
         grid = rotation_grid(packed[2 * n + r:], images.shape[-2], images.shape[-1])
-        images = images.index_copy(0, rows, F.grid_sample(images[rows], grid, mode="bilinear",
+        images = images.index_copy(0, rows, F.grid_sample(images[rows], grid, mode=interpolation,
                                                           padding_mode="zeros", align_corners=False))
         masks = masks.index_copy(0, rows, F.grid_sample(masks[rows], grid, mode="nearest",
                                                         padding_mode="zeros", align_corners=False))
@@ -125,6 +126,7 @@ class ResidentSplit:
         self.images = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
         self.masks = torch.from_numpy(np.ascontiguousarray(masks[rows])).to(device)
         self.transforms: TransformConfig = dataset.transforms
+        self.mask_scale = dataset.mask_scale
         self.run_angle = dataset.run_angle
         self.device = torch.device(device)
 
@@ -136,8 +138,11 @@ class ResidentSplit:
         index = index.to(self.device)  # a no-op for ``batches``, which moves an epoch's order at once
         images = normalize_batch(self.images[index], self.transforms.normalization)
         masks = self.masks[index].unsqueeze(1).float()
+        if self.mask_scale != 1.0:
+            masks = masks / self.mask_scale
         if generator is not None and self.transforms.augments:
-            images, masks = augment(images, masks, draw_batch(self.transforms, len(index), generator, self.run_angle))
+            images, masks = augment(images, masks, draw_batch(self.transforms, len(index), generator, self.run_angle),
+                                    self.transforms.rotation_interpolation)
         return images, masks
 
     def batches(self, batch_size: int, order_seed: int | None = None, augment_seed: int | None = None,

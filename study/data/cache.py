@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from study.data.check import map_pairs
-from study.data.imageio import RESIZE_METHOD, RESIZE_TAG, read_pair, resize_pair
+from study.data.imageio import RESIZE_METHOD, RESIZE_TAG, read_mask, read_pair, resize_mask_soft, resize_pair
 from study.data.layouts import BadPair, DataSource, SamplePair, get_dataset_source, problems_message
 from study.data.registry import dataset_info
 from study.data.synthetic import GENERATOR_VERSION, SyntheticSpec, make_synthetic, synthetic_ids
@@ -43,6 +43,7 @@ DEFAULT_SIZE = 256
 META_FILE = "meta.json"
 IMAGES_FILE = "images.npy"
 MASKS_FILE = "masks.npy"
+SOFT_MASKS_FILE = "soft_masks.npy"
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -84,6 +85,15 @@ class DatasetCache:
         """(N, size, size) uint8 in {0, 1}, memory-mapped."""
         return np.load(self.directory / MASKS_FILE, mmap_mode="r")
 
+    def soft_masks(self) -> np.ndarray:
+        """(N, size, size) uint8 in [0, 255]: the masks resized bilinearly, not thresholded
+        (``data.mask_targets = "soft"``). Made from the original masks on first use and
+        kept beside the hard ones; ``masks()`` is these thresholded at 128."""
+        path = self.directory / SOFT_MASKS_FILE
+        if not path.is_file():
+            _write_soft_masks(self, path)
+        return np.load(path, mmap_mode="r")
+
     def indices(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each id; DataError naming the ids this cache does not hold."""
         row_of = {sample_id: row for row, sample_id in enumerate(self.meta["ids"])}
@@ -113,6 +123,21 @@ def open_cache(directory: str | os.PathLike) -> DatasetCache:
         if not (directory / name).is_file():
             raise DataError(f"{directory / name}: missing from a finished cache; delete {directory} to rebuild")
     return DatasetCache(directory, meta)
+
+
+def _write_soft_masks(cache: DatasetCache, path: Path) -> None:
+    if cache.meta.get("files") and cache.meta.get("root"):
+        root = Path(cache.meta["root"])
+        soft = np.stack([resize_mask_soft(read_mask(root / mask_file), cache.size)
+                         for _, mask_file in cache.meta["files"]])
+    else:  # synthetic masks are drawn at their size, never resized: soft and hard are the same
+        soft = np.asarray(cache.masks(), dtype=np.uint8) * 255
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
+    try:
+        np.save(partial, soft)
+        os.replace(partial, path)  # two processes writing it at once write the same bytes
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 # --- keys ---------------------------------------------------------------------------

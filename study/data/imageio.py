@@ -142,10 +142,15 @@ def read_pair(image_path: Path, mask_path: Path) -> DecodedPair:
     return DecodedPair(image, mask)
 
 
+def resize_mask_soft(mask: np.ndarray, size: int) -> np.ndarray:
+    """A (H, W) bool mask resized bilinearly to (size, size) uint8 in [0, 255], not thresholded:
+    the soft target the authors' release trains on (it resizes the mask tensor, then uses it as is)."""
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BILINEAR),
+                      dtype=np.uint8)
+
+
 def resize_pair(pair: DecodedPair, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(size, size, 3) uint8 image and (size, size) uint8 {0,1} mask."""
-    target = (size, size)
-    image = Image.fromarray(pair.image).resize(target, Image.Resampling.BILINEAR)
-    mask = Image.fromarray(pair.mask.astype(np.uint8) * 255).resize(target, Image.Resampling.BILINEAR)
-    mask_array = (np.asarray(mask) >= MASK_THRESHOLD).astype(np.uint8)
+    image = Image.fromarray(pair.image).resize((size, size), Image.Resampling.BILINEAR)
+    mask_array = (resize_mask_soft(pair.mask, size) >= MASK_THRESHOLD).astype(np.uint8)
     return np.asarray(image, dtype=np.uint8), mask_array

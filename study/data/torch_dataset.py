@@ -17,7 +17,6 @@ from torch.utils.data import Dataset, get_worker_info
 
 from study.data.cache import DatasetCache, open_cache
 from study.data.transforms import (
-    ROTATION_INTERPOLATION,
     NormStats,
     TransformConfig,
     apply_augmentation,
@@ -33,7 +32,7 @@ _RUN_ANGLE_STREAM = 1
 
 
 class SegmentationDataset(Dataset):
-    """``(image, mask)`` pairs: float32 (3, H, W) and float32 (1, H, W) in {0, 1}.
+    """``(image, mask)`` pairs: float32 (3, H, W) and float32 (1, H, W) in {0, 1} ([0, 1] for soft targets).
 
     ``ids`` selects and orders the samples (default: the whole cache).
     ``norm_stats`` are needed by the official normalisation; when omitted they
@@ -67,10 +66,17 @@ class SegmentationDataset(Dataset):
         """Restart the per-sample stream (the per-run angle stays: it belongs to the run)."""
         self.rng = np.random.default_rng([seed, _SAMPLE_STREAM])
 
+    @property
+    def mask_scale(self) -> float:
+        """What a stored mask value is divided by: 1 for hard {0, 1} masks, 255 for soft ones."""
+        return 255.0 if self.transforms.mask_targets == "soft" else 1.0
+
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, masks) memory-mapped; the masks are the soft ones (0-255) for soft targets."""
         if self._arrays is None:
             cache = open_cache(self.cache_dir)
-            self._arrays = (cache.images(), cache.masks())
+            masks = cache.soft_masks() if self.transforms.mask_targets == "soft" else cache.masks()
+            self._arrays = (cache.images(), masks)
         return self._arrays
 
     def __getstate__(self) -> dict:
@@ -87,9 +93,12 @@ class SegmentationDataset(Dataset):
         image = normalize(np.asarray(images[row]), self.transforms.normalization, self.norm_stats)
         image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         mask_tensor = torch.from_numpy(np.asarray(masks[row], dtype=np.float32)[None])
+        if self.mask_scale != 1.0:
+            mask_tensor = mask_tensor / self.mask_scale
         if self.transforms.augments:
             augmentation = draw_augmentation(self.transforms, self.rng, self.run_angle)
-            image_tensor, mask_tensor = apply_augmentation(image_tensor, mask_tensor, augmentation)
+            image_tensor, mask_tensor = apply_augmentation(image_tensor, mask_tensor, augmentation,
+                                                           self.transforms.rotation_interpolation)
         return image_tensor, mask_tensor
 
     def describe(self) -> dict:
@@ -99,7 +108,8 @@ class SegmentationDataset(Dataset):
             "cache": str(self.cache_dir),
             "samples": len(self.ids),
             "transforms": self.transforms.as_dict(),
-            "rotation_interpolation": ROTATION_INTERPOLATION,
+            "rotation_interpolation": {"image": self.transforms.rotation_interpolation, "mask": "nearest",
+                                       "fill": 0},
             "norm_stats": self.norm_stats.as_dict() if self.norm_stats else None,
             "run_angle": self.run_angle,
             "seed": self.seed,

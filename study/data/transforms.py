@@ -31,8 +31,12 @@ from study.errors import ConfigError
 
 NORMALIZATIONS = ("official", "unit")
 ROTATIONS = ("per_sample", "per_run", "none")
-# Recorded: the interpolation of each tensor when rotated (fill is 0 outside).
-ROTATION_INTERPOLATION = {"image": "bilinear", "mask": "nearest", "fill": 0}
+# How a rotated image is resampled (its mask is always nearest, fill 0 outside): "bilinear" here,
+# "nearest" in the authors' release (torchvision's rotate default) (paper/differences.toml).
+ROTATION_INTERPOLATIONS = ("bilinear", "nearest")
+# What a training mask is: "hard" {0, 1} (resized, then thresholded at 128), or "soft" in [0, 1]
+# (resized bilinearly and used as is, as the release does); evaluation always uses hard masks.
+MASK_TARGETS = ("hard", "soft")
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,13 @@ class TransformConfig:
     rotation: str = "per_sample"  # per_sample | per_run (the official code's one angle) | none
     rotation_p: float = 0.5  # the official code rotates half of the samples
     rotation_degrees: tuple[float, float] = (0.0, 360.0)
+    rotation_interpolation: str = "bilinear"  # of the image; the mask is always nearest
+    mask_targets: str = "hard"
 
     def __post_init__(self):
+        for name, allowed in (("rotation_interpolation", ROTATION_INTERPOLATIONS), ("mask_targets", MASK_TARGETS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"transforms.{name}: {getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError(
                 f"transforms.normalization: {self.normalization!r}; expected one of {', '.join(NORMALIZATIONS)}"
@@ -81,7 +90,7 @@ class TransformConfig:
 
     def for_evaluation(self) -> "TransformConfig":
         """Same normalisation, no augmentation: what validation and test images get."""
-        return replace(self, hflip=False, vflip=False, rotation="none")
+        return replace(self, hflip=False, vflip=False, rotation="none", mask_targets="hard")
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,8 @@ def draw_augmentation(config: TransformConfig, rng: np.random.Generator, run_ang
     )
 
 
-def _rotate(image: torch.Tensor, mask: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _rotate(image: torch.Tensor, mask: torch.Tensor, degrees: float,
+            interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate (C, H, W) tensors about their centre by the same angle, filling with 0."""
     _, height, width = image.shape
     radians = math.radians(degrees)
@@ -171,13 +181,13 @@ def _rotate(image: torch.Tensor, mask: torch.Tensor, degrees: float) -> tuple[to
         [[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]], dtype=torch.float32
     ).unsqueeze(0)
     grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)
-    rotated_image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    rotated_image = F.grid_sample(image[None], grid, mode=interpolation, padding_mode="zeros", align_corners=False)[0]
     rotated_mask = F.grid_sample(mask[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
     return rotated_image, rotated_mask
 
 
 def apply_augmentation(
-    image: torch.Tensor, mask: torch.Tensor, augmentation: Augmentation
+    image: torch.Tensor, mask: torch.Tensor, augmentation: Augmentation, interpolation: str = "bilinear"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same flips and rotation on a (3, H, W) image and its (1, H, W) mask."""
     if augmentation.hflip:
@@ -185,5 +195,5 @@ def apply_augmentation(
     if augmentation.vflip:
         image, mask = image.flip(-2), mask.flip(-2)
     if augmentation.angle is not None:
-        image, mask = _rotate(image, mask, augmentation.angle)
+        image, mask = _rotate(image, mask, augmentation.angle, interpolation)
     return image.contiguous(), mask.contiguous()

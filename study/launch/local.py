@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from tqdm import tqdm
 
 from study.launch.core import BUSY, LaunchReport
-from study.launch.workers import init_worker, run_devices, set_threads
+from study.launch.workers import device_slots, init_worker, set_threads, worker_device
 from study.plan import PlannedRun, RunSpec
 from study.record import Status
 from study.store import Store
@@ -30,7 +30,8 @@ def _train_one(spec: RunSpec, store_root, roots, progress: bool = False,
 
     run_id = spec.run_id
     try:
-        record = train_spec(spec, Store(store_root), roots=roots, progress=progress, device=device)
+        record = train_spec(spec, Store(store_root), roots=roots, progress=progress,
+                            device=device or worker_device())
     except RunBusy as exc:
         return run_id, BUSY, str(exc), None
     except Exception as exc:  # the record holds the traceback; report the reason
@@ -85,11 +86,9 @@ class LocalLauncher:
             else:
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
-                                         initargs=(threads, os.getpid())) as pool:
-                    devices = run_devices(jobs)
+                                         initargs=(threads, os.getpid(), device_slots(context, jobs))) as pool:
                     for wave in waves:
-                        futures = {pool.submit(_train_one, r.spec, store.root, roots, False, devices[i % jobs]): r
-                                   for i, r in enumerate(wave)}
+                        futures = {pool.submit(_train_one, r.spec, store.root, roots): r for r in wave}
                         for future in as_completed(futures):
                             note(futures[future], *future.result()[1:])
         except KeyboardInterrupt:

@@ -50,7 +50,30 @@ def run_devices(count: int, gpus: int | None = None) -> list[str | None]:
     return [f"cuda:{i % gpus}" if gpus else None for i in range(count)]
 
 
-def init_worker(threads: int, parent_pid: int) -> None:
-    """The initializer of every worker process: its share of the cores, and the parent watch."""
+_worker_device: str | None = None  # this worker's GPU, taken from the pool's queue at start
+
+
+def device_slots(context, count: int, gpus: int | None = None):
+    """A queue holding one device per worker of a pool of ``count`` (None without a GPU): each
+    worker takes one when it starts and keeps it, so runs at once are spread over the GPUs."""
+    devices = run_devices(count, gpus)
+    if devices[0] is None:
+        return None
+    slots = context.Queue()
+    for device in devices:
+        slots.put(device)
+    return slots
+
+
+def worker_device() -> str | None:
+    """The GPU this worker process took (None in the main process or without a GPU)."""
+    return _worker_device
+
+
+def init_worker(threads: int, parent_pid: int, slots=None) -> None:
+    """The initializer of every worker process: its share of the cores, its GPU, and the parent watch."""
+    global _worker_device
     set_threads(threads)
+    if slots is not None:
+        _worker_device = slots.get(timeout=60)
     exit_with_parent(parent_pid)

@@ -24,6 +24,12 @@ ATTENTION = "attention"  # single-head non-causal self-attention over all pixels
 DWCONV = "dwconv"  # depthwise-separable conv on the chunk reshaped to 2-D
 IDENTITY = "identity"
 BRANCH_KINDS = (MAMBA_BI, MAMBA_FWD, MAMBA_BI_UNSHARED, ATTENTION, DWCONV, IDENTITY)
+# Which axis of a (batch, tokens, channels) chunk the backward direction flips.
+FLIP_AXES = {"sequence": 1, "channel": 2}
+# How a Mamba's depthwise Conv1d starts: "harness" treats it like every conv (std from the
+# fan-out per group, zero bias); "release" as the authors' _init_weights does (std from
+# kernel x out_channels without the groups divisor, PyTorch's default bias).
+CONV1D_INITS = ("harness", "release")
 GLOBAL_KINDS = (MAMBA_BI, MAMBA_FWD, MAMBA_BI_UNSHARED, ATTENTION)
 
 
@@ -67,14 +73,21 @@ class MultiBranchBlock(nn.Module):
     """
 
     # True: each shared global module runs once on all its chunks and both directions
-    # (the fast path); False: once per chunk and direction, in the official release's
-    # order (the plain path, the oracle the batched one is tested against).
+    # (the fast path); False: once per chunk and direction, chunk by chunk (the plain
+    # path, the oracle the batched one is tested against).
     batch_branches = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, routing: tuple[str, ...]):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, routing: tuple[str, ...],
+                 flip: str = "sequence"):
         super().__init__()
         chunk = in_channels // 4
         self.routing = tuple(routing)
+        # The backward direction of a bidirectional Mamba: the paper flips the sequence of
+        # tokens (Sec. 3.2.1, Eq. 3); the authors' release flips a chunk's channels instead
+        # (paper/differences.toml, "bidirectional-flip-axis").
+        if flip not in FLIP_AXES:
+            raise ValueError(f"flip {flip!r}; expected one of {', '.join(FLIP_AXES)}")
+        self.flip_dim = FLIP_AXES[flip]
         self.norm = nn.LayerNorm(in_channels)
         self.proj = nn.Linear(in_channels, out_channels)
         self.scale = nn.Parameter(torch.ones(1))
@@ -90,16 +103,17 @@ class MultiBranchBlock(nn.Module):
         )
 
     def _global_each(self, chunks: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """One call per chunk and direction, as the official release does."""
+        """One call per chunk and direction, chunk by chunk (the release calls its Mamba in this order)."""
         out: dict[int, torch.Tensor] = {}
+        f = self.flip_dim
         for i, kind in enumerate(self.routing):
             x = chunks[i]
             if kind == MAMBA_BI:
-                out[i] = self.mamba(x) + self.mamba(x.flip(1)).flip(1)
+                out[i] = self.mamba(x) + self.mamba(x.flip(f)).flip(f)
             elif kind == MAMBA_FWD:
                 out[i] = self.mamba(x)
             elif kind == MAMBA_BI_UNSHARED:
-                out[i] = self.mamba(x) + self.mamba_backward(x.flip(1)).flip(1)
+                out[i] = self.mamba(x) + self.mamba_backward(x.flip(f)).flip(f)
             elif kind == ATTENTION:
                 out[i] = self.attention(x)
         return out
@@ -109,6 +123,7 @@ class MultiBranchBlock(nn.Module):
         if not self.batch_branches:
             return self._global_each(chunks)
         out: dict[int, torch.Tensor] = {}
+        f = self.flip_dim
         by_kind: dict[str, list[int]] = {}
         for i, kind in enumerate(self.routing):
             if kind in GLOBAL_KINDS:
@@ -117,14 +132,14 @@ class MultiBranchBlock(nn.Module):
             xs = [chunks[i] for i in slots]
             n = len(xs)
             if kind == MAMBA_BI:
-                ys = self.mamba(torch.cat(xs + [x.flip(1) for x in xs])).split(xs[0].shape[0])
-                ys = [ys[j] + ys[n + j].flip(1) for j in range(n)]
+                ys = self.mamba(torch.cat(xs + [x.flip(f) for x in xs])).split(xs[0].shape[0])
+                ys = [ys[j] + ys[n + j].flip(f) for j in range(n)]
             elif kind == MAMBA_FWD:
                 ys = self.mamba(torch.cat(xs)).split(xs[0].shape[0])
             elif kind == MAMBA_BI_UNSHARED:
                 fwd = self.mamba(torch.cat(xs)).split(xs[0].shape[0])
-                bwd = self.mamba_backward(torch.cat([x.flip(1) for x in xs])).split(xs[0].shape[0])
-                ys = [f + b.flip(1) for f, b in zip(fwd, bwd)]
+                bwd = self.mamba_backward(torch.cat([x.flip(f) for x in xs])).split(xs[0].shape[0])
+                ys = [a + b.flip(f) for a, b in zip(fwd, bwd)]
             else:  # ATTENTION
                 ys = self.attention(torch.cat(xs)).split(xs[0].shape[0])
             out.update(zip(slots, ys))
@@ -153,16 +168,20 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
 
-def init_weights(module: nn.Module) -> None:
-    """The official release's init: truncated normal for Linear, fan-out normal for convs.
+def init_weights(module: nn.Module, conv1d: str = "harness") -> None:
+    """The release's init: truncated normal for Linear, fan-out normal for 2-D convs.
 
     Applied model-wide, so it also overrides the Mamba's default linear init,
-    as the release does.
+    as the release does. The Mamba's depthwise Conv1d follows ``conv1d`` (see
+    ``CONV1D_INITS``): the release computes its fan-out without the groups
+    divisor and keeps PyTorch's default bias.
     """
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv1d) and conv1d == "release":
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / (module.kernel_size[0] * module.out_channels)))
     elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
         fan_out = math.prod(module.kernel_size) * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))

@@ -114,6 +114,13 @@ def version_note(name: str, version: str | None) -> str | None:
 
 
 def _discover(device: torch.device) -> CudaKernels:
+    # The first Mamba call may come under no_grad or inference_mode (an evaluation, a benchmark):
+    # the probes need gradients, and full float32.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        return _discover_now(device)
+
+
+def _discover_now(device: torch.device) -> CudaKernels:
     notes = []
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -171,6 +178,7 @@ def probe_scan(fn, device: torch.device) -> str | None:
             y.square().sum().backward()
             outs.append(y.detach())
             grads.append([leaf.grad for leaf in leaves])
+        _synchronize(device)
     except Exception as exc:  # noqa: BLE001  e.g. "selective_scan_cuda is not installed"
         return f"its selective_scan_fn failed on {device} ({_first_line(exc)})"
     if not _close(outs[0], outs[1]) or not all(_close(g, w) for g, w in zip(*grads)):
@@ -191,11 +199,24 @@ def probe_conv(fn, device: torch.device) -> str | None:
             y.square().sum().backward()
             outs.append(y.detach())
             grads.append([leaf.grad for leaf in leaves])
+        _synchronize(device)
     except Exception as exc:  # noqa: BLE001
         return f"its causal_conv1d_fn failed on {device} ({_first_line(exc)})"
     if not _close(outs[0], outs[1]) or not all(_close(g, w) for g, w in zip(*grads)):
         return f"its causal_conv1d_fn disagrees with nn.Conv1d on {device}"
     return None
+
+
+def _synchronize(device: torch.device) -> None:
+    """Kernels run asynchronously: a crash inside one surfaces here, inside the probe, with its name.
+    After such a crash the CUDA context is unusable, and so is the fallback: say so."""
+    if device.type != "cuda":
+        return
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"a kernel crashed while running ({_first_line(exc)}); this process's GPU context is "
+                           "unusable: reinstall the kernels and run `python -m study doctor --device cuda`") from exc
 
 
 def _reference_conv(x, weight, bias=None, activation=None):
@@ -214,11 +235,14 @@ def warn_fallback(found: CudaKernels) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def describe(device) -> dict:
-    """For a record: the kernel packages' versions, and what is missing or outside the checked range."""
-    found = kernels_for(device)
+def describe(device, probe: bool = True) -> dict:
+    """For a record: the kernel packages' versions, and (``probe``) what is missing or outside the
+    checked range. Without ``probe`` (the 'torch' backend) the kernels are never imported."""
     out = {"mamba_ssm": package_version("mamba-ssm") or package_version("mamba_ssm"),
            "causal_conv1d": package_version("causal-conv1d") or package_version("causal_conv1d")}
+    if not probe:
+        return out
+    found = kernels_for(device)
     if found.problem:
         out["problem"] = found.problem
     if found.notes:

@@ -8,6 +8,7 @@ IV-VI and decoder I-III, in that order in ``stage_blocks`` and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from study.canonical import check_fields
 from study.errors import ConfigError
-from study.models.blocks import BRANCH_KINDS, MultiBranchBlock, conv3x3, init_weights
+from study.models.blocks import BRANCH_KINDS, CONV1D_INITS, FLIP_AXES, MultiBranchBlock, conv3x3, init_weights
 from study.models.registry import register_model
 
 STAGE_NAMES = ("encoder IV", "encoder V", "encoder VI", "decoder I", "decoder II", "decoder III")
@@ -43,6 +44,11 @@ class UltraLBMConfig:
     kernel_schedule: tuple[int, ...] = (3, 5, 7, 7, 5, 3)
     # Learnable scalar k on the additive skips: none, one shared, one per skip (Table 6).
     skip_scale: str = "shared"
+    # The backward direction of the bidirectional Mamba: "sequence" (the paper, Sec. 3.2.1,
+    # Eq. 3) or "channel" (the authors' release flips a chunk's channels).
+    bidirectional_flip: str = "sequence"
+    # The Mamba's depthwise Conv1d init: "harness" or "release" (study.models.blocks.CONV1D_INITS).
+    mamba_conv_init: str = "harness"
     in_channels: int = 3
     num_classes: int = 1
 
@@ -87,6 +93,10 @@ class UltraLBMConfig:
                 raise ConfigError(f"kernel_schedule: {k!r} is not allowed; expected odd positive integers")
         if self.skip_scale not in SKIP_SCALES:
             raise _allowed("skip_scale", self.skip_scale, SKIP_SCALES)
+        if self.bidirectional_flip not in FLIP_AXES:
+            raise _allowed("bidirectional_flip", self.bidirectional_flip, tuple(FLIP_AXES))
+        if self.mamba_conv_init not in CONV1D_INITS:
+            raise _allowed("mamba_conv_init", self.mamba_conv_init, CONV1D_INITS)
         widths = self.widths
         for c in widths:
             if c % GROUPS:
@@ -116,7 +126,7 @@ class UltraLBMUNet(nn.Module):
             if kinds[i] == "conv":
                 return conv3x3(cin, cout)
             routing = config.glmbp_routing if kinds[i] == "glmbp" else config.lmbp_routing
-            return MultiBranchBlock(cin, cout, ks[i], routing)
+            return MultiBranchBlock(cin, cout, ks[i], routing, flip=config.bidirectional_flip)
 
         self.encoder = nn.ModuleList([
             conv3x3(config.in_channels, c1),
@@ -143,7 +153,7 @@ class UltraLBMUNet(nn.Module):
         else:
             self.skip_scale = None
         self.head = nn.Conv2d(c1, config.num_classes, 1)
-        self.apply(init_weights)
+        self.apply(functools.partial(init_weights, conv1d=config.mamba_conv_init))
 
     def _skip(self, i: int) -> torch.Tensor | float:
         if self.skip_scale is None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from study.errors import ConfigError, StudyError
 from study.report import audit as audit_mod
 from study.report import compare as compare_mod
+from study.report import differences as differences_mod
 from study.report.collect import TableData, collect_table, collect_tables, dataset_label, snapshot, table_number
 from study.report.coverage import Coverage, coverage, summary
 from study.report.format import latex_escape, markdown_escape
@@ -47,6 +48,7 @@ class ReportResult:
     files: list[Path] = field(default_factory=list)
     tables: list[TableData] = field(default_factory=list)
     audits: list = field(default_factory=list)
+    effects: list = field(default_factory=list)  # Table R's measured differences
     pdf: Path | None = None
     notes: list[str] = field(default_factory=list)
     coverage: dict[str, Coverage] = field(default_factory=dict)
@@ -221,6 +223,18 @@ def _write_comparisons(result: ReportResult, store: Store, fmt: str, audit: bool
             renderer = {"latex": audit_mod.render_latex, "markdown": audit_mod.render_markdown,
                         "csv": audit_mod.render_csv}[f]
             _write(result.out_dir / f"audit{SUFFIX[f]}", renderer(result.audits), result.files)
+    _write_differences(result, store, formats, n_boot)
+
+
+def _write_differences(result: ReportResult, store: Store, formats, n_boot: int) -> None:
+    """Table R's effects and the registry of differences (differences.tex / .md)."""
+    table_r = next((td for td in result.tables if td.id == differences_mod.TABLE_R), None)
+    result.effects = differences_mod.measure(table_r, store, n_boot) if table_r is not None else []
+    for f in formats:
+        if f == "csv":
+            continue
+        renderer = differences_mod.render_latex if f == "latex" else differences_mod.render_markdown
+        _write(result.out_dir / f"differences{SUFFIX[f]}", renderer(result.effects, table_r), result.files)
 
 
 def _write_latex_document(result: ReportResult, parts: _Parts) -> None:
@@ -239,6 +253,7 @@ def _write_latex_document(result: ReportResult, parts: _Parts) -> None:
                  for p, number in _numbered([p for p in figs.fig2 if p.suffix == ".pdf"])],
         figure_note=latex_escape(figs.note),
         audit=parts.audit,
+        differences=True,
         fig4="fig4.pdf" if fig4 is not None and fig4.files else None,
         challenge=parts.challenge,
         fig4_caption=latex_escape(fig4.note.removeprefix("Fig. 4: ")) if fig4 is not None else "",
@@ -263,6 +278,7 @@ def _write_markdown_document(result: ReportResult, parts: _Parts) -> None:
         fig4_caption=fig4.note if fig4 is not None else "",
         compare=(out / "compare.md").read_text(),
         audit=(out / "audit.md").read_text() if parts.audit else "",
+        differences=(out / "differences.md").read_text(),
     ), result.files)
 
 

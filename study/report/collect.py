@@ -163,7 +163,9 @@ class TableData:
 
 
 def table_number(table_id: str) -> str:
-    return table_id[len("table"):] if table_id.startswith("table") else table_id
+    """"3" for table3; "R" for tabler (a table of this study, not of the paper)."""
+    rest = table_id[len("table"):] if table_id.startswith("table") else table_id
+    return rest.upper() if rest.isalpha() and len(rest) == 1 else rest
 
 
 def profile_datasets(table: Table, profile: str) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ A metric cell is flagged when the paper's value lies outside our mean ± 2 std
 (sample std over our seeds); with fewer than two runs there is no std and the
 cell says so. Params are compared at the paper's printed precision, FLOPs
 within the complexity check's relative tolerance, and a documented mismatch
-(``paper/mismatches.toml``) is named as such.
+(``paper/differences.toml``) is named as such.
 
 Only runs are compared: a table trained on other data than the paper's (the
 smoke profile's synthetic set) is "not comparable", and Params / FLOPs counted
@@ -169,7 +169,7 @@ LEGEND = (f"Ours: mean ± sample std (ddof = 1) over the runs, n = their number.
           f"“{ONE_RUN}”: no std to judge by; "
           f"“{DIFFERS}”: Params differ at the paper's printed precision, or FLOPs by more than "
           f"{FLOPS_TOLERANCE:.0%} (thop convention); “{DOCUMENTED}”: a mismatch explained in "
-          f"paper/mismatches.toml; “{NO_RUNS}”: no completed run for the cell. Only rows with runs are listed.")
+          f"paper/differences.toml; “{NO_RUNS}”: no completed run for the cell. Only rows with runs are listed.")
 
 
 def _blank_repeats(lines: list[list[str]]) -> None:

@@ -66,7 +66,8 @@ def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = 
     cache = _cache(d.dataset, config, roots, include_test=d.split == "release")
     split, holdout, split_info = _partition(config, seed, cache)
     fit_ids = holdout.fit if holdout is not None else split.train
-    transforms = TransformConfig(normalization=d.normalization, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation)
+    transforms = TransformConfig(normalization=d.normalization, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation,
+                                 rotation_interpolation=d.rotation_interpolation, mask_targets=d.mask_targets)
     norm = compute_norm_stats(cache.images(), cache.indices(fit_ids)) if d.normalization == "official" else None
     evaluation = transforms.for_evaluation()
 
@@ -76,7 +77,9 @@ def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = 
     train = SegmentationDataset(cache, fit_ids, transforms, seed=seed, norm_stats=norm)
     test = eval_set(cache, split.test)
     selection, selection_split = None, None
-    if config.train.selection == "paper":
+    if config.selects_on_train_loss:  # the release's student: no split is scored per epoch
+        selection_split = "train_loss"
+    elif config.train.selection == "paper":
         selection, selection_split = test, "test"
     elif config.train.selection == "holdout":
         selection, selection_split = eval_set(cache, holdout.holdout), "holdout"

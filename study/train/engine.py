@@ -2,12 +2,12 @@
 
 ``fast`` (the default): models that declare ``prefers_channels_last`` (UltraLBM-UNet:
 its convolutions, pooling and the block's (B, N, C) sequences are then free views,
-not transposes) are stored and fed channels_last; a block's shared Mamba runs once
+not transposes) are stored and fed channels_last on a CPU (``CHANNELS_LAST_ON``); a block's shared Mamba runs once
 on all its chunks and both directions; AdamW uses its fused kernel (the
 multi-tensor foreach update where this torch has no fused CPU AdamW); on a CPU, channels_last GroupNorms
 run the C kernel of ``study.kernels`` (PyTorch's own is several times slower
 in that layout than in NCHW). ``plain``: contiguous NCHW, one Mamba
-call per chunk and direction in the official release's order, and the
+call per chunk and direction, chunk by chunk, and the
 per-parameter AdamW loop: the straightforward way, kept as the oracle the fast
 path is tested against and as what ``study bench`` times the reference on.
 

@@ -176,8 +176,10 @@ class Trainer:
         t, epoch = self.config.train, self.epoch
         started = time.perf_counter()
         seed_everything(derive_seed(self.key.seed, "epoch", epoch))
-        # A model that cannot train on a short last batch says so (MambaU-Lite, as its release).
-        drop_last = bool(getattr(self.model, "train_drop_last", False)) and len(self.data.train) > t.batch_size
+        # A model that cannot train on a short last batch (MambaU-Lite, as its release), or a
+        # student configured as the release's distillation loader (distill.drop_last).
+        drop_last = ((bool(getattr(self.model, "train_drop_last", False)) or self.config.drops_last_batch)
+                     and len(self.data.train) > t.batch_size)
         batches = self._batches(drop_last)
         if progress:
             from tqdm import tqdm
@@ -228,12 +230,16 @@ class Trainer:
         return entry
 
     def select(self, entry: dict) -> None:
-        """Score the selection split and keep the best weights so far (lowest selection loss)."""
-        if self.data.selection is None:
+        """Keep the best weights so far: lowest loss on the selection split, or lowest training
+        loss for a student chosen as the release chooses it (``distill.selection``)."""
+        if self.config.selects_on_train_loss:
+            loss = entry["train_loss"]
+        elif self.data.selection is None:
             return
-        loss, counts = evaluate(self.model, self.split(self.data.selection), self.device)
-        entry["selection_loss"] = loss
-        entry["selection_dsc"] = PooledMetrics.from_counts(counts).as_dict()["dsc"]
+        else:
+            loss, counts = evaluate(self.model, self.split(self.data.selection), self.device)
+            entry["selection_loss"] = loss
+            entry["selection_dsc"] = PooledMetrics.from_counts(counts).as_dict()["dsc"]
         if loss < self.best["loss"]:
             self.best = {"epoch": entry["epoch"], "loss": loss}
             atomic_torch_save(self.store.checkpoint_path(self.key, "best"), self.model.state_dict())
@@ -250,7 +256,7 @@ class Trainer:
     def selected_model(self) -> dict:
         """Load the selected weights; return where they came from."""
         t = self.config.train
-        if self.data.selection is not None and self.best["epoch"] is not None:
+        if self.best["epoch"] is not None:
             path = self.store.checkpoint_path(self.key, "best")
             self.model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
             return {"epoch": self.best["epoch"], "loss": self.best["loss"]}

@@ -11,11 +11,12 @@
   float32 everywhere matches the paper's arithmetic. These models are small
   enough that the speed lost is little (``study doctor`` times a step).
 
-What this cannot make deterministic on a GPU: mamba-ssm's and causal-conv1d's
-backward kernels accumulate some gradients with atomic adds, in an order that
-varies from call to call. A CUDA run therefore repeats to within float rounding,
-not bit for bit; ``study doctor --device cuda`` measures how far apart two runs
-of the same seed end.
+What this cannot make deterministic on a GPU: mamba-ssm's selective-scan
+backward accumulates some gradients with atomic adds, in an order that varies
+from call to call (causal-conv1d 1.6 and newer follow
+``use_deterministic_algorithms`` and avoid theirs; 1.4-1.5 do not). A CUDA run
+therefore repeats to within float rounding, not bit for bit; ``study doctor
+--device cuda`` measures how far apart two runs of the same seed end.
 """
 
 from __future__ import annotations

@@ -52,5 +52,5 @@ def kernels_used(device, model=None) -> dict:
     if str(device).startswith("cpu"):
         used["cpu"] = kernels.status()
     elif str(device).startswith("cuda"):
-        used["cuda"] = cuda_kernels.describe(device)
+        used["cuda"] = cuda_kernels.describe(device, probe=used["mamba_backend"] != "torch")
     return used

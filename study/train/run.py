@@ -29,6 +29,7 @@ from study.plan import RunSpec
 from study.record import MISSING, RunRecord, Status
 from study.store import RunKey, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
+from study.models.mamba import get_backend
 from study.train.numerics import apply as apply_numerics
 from study.train.provenance import git_commit, kernels_used, versions
 from study.train.outputs import evaluate_split
@@ -181,6 +182,8 @@ def _run_with_record(ctx: RunContext, existing, rows, roots, device, stop_after_
             # SIGTERM (a cluster's kill, `kill`) becomes an interruption, recorded as such.
             previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+            torch.cuda.set_device(device)  # so that anything naming plain "cuda" means this run's GPU
         trainer = _prepare(ctx, record, roots, device)
         atomic_write_json(ctx.store.config_path(ctx.key), ctx.config.to_dict())
         save_record(ctx.store, record)
@@ -251,6 +254,7 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     """Data, teacher, model and optimizer, resumed from the last checkpoint when there is one."""
     from study.train.data import build_run_data
 
+    get_backend()  # a misspelt STUDY_MAMBA_BACKEND fails here, before any data is loaded
     numerics = apply_numerics(device)
     data = build_run_data(ctx.config, ctx.key.seed, roots)
     record["data"] = data.provenance
@@ -268,7 +272,7 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
                     "numerics": numerics}
     record["attempts"][-1].update(this_attempt)
     record.update(this_attempt, versions=versions(), git_commit=git_commit(),
-                  selection={"mode": ctx.config.train.selection, "split": data.selection_split})
+                  selection={"mode": ctx.config.selection_mode, "split": data.selection_split})
     return trainer
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from study.launch.core import BUSY
 from study.launch.slurm.environment import JobEnvironment
+from study.launch.workers import worker_device
 from study.record import Status
 from study.store import Store
 
@@ -36,7 +37,7 @@ def train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dic
           f"restart {info.get('restart_count')} code {info['code']}", flush=True)
     try:
         record = train_spec(run, Store(store_root), roots=roots, progress=False, launcher_info=info,
-                            log=lambda line: print(line, flush=True), device=device)
+                            log=lambda line: print(line, flush=True), device=device or worker_device())
     except RunBusy as exc:
         print(f"skipped: {exc}", flush=True)
         return {"run_id": spec["run_id"], "status": BUSY, "reason": str(exc)}
@@ -53,23 +54,19 @@ def _failed(spec: dict, exc: BaseException) -> dict:
 def train_group(specs: list[dict], store_root: str, roots: dict, threads: int, info: dict) -> list[dict]:
     """Train a task's runs: one in this process, or several at once in as many worker
     processes, each with its share of the task's CPUs and one of the task's GPUs (round robin)."""
-    from study.launch.workers import run_devices
+    from study.launch.workers import device_slots, init_worker, run_devices
 
-    devices = run_devices(len(specs))
     if len(specs) == 1:
-        return [train_task(specs[0], store_root, roots, threads, info, devices[0])]
+        return [train_task(specs[0], store_root, roots, threads, info, run_devices(1)[0])]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
-    from study.launch.workers import init_worker
 
     per_run = max(1, threads // len(specs))
     print(f"task: {len(specs)} runs at once, {per_run} thread(s) each", flush=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(len(specs), mp_context=context, initializer=init_worker,
-                             initargs=(per_run, os.getpid())) as pool:
-        futures = [pool.submit(train_task, spec, store_root, roots, per_run, info, device)
-                   for spec, device in zip(specs, devices)]
+                             initargs=(per_run, os.getpid(), device_slots(context, len(specs)))) as pool:
+        futures = [pool.submit(train_task, spec, store_root, roots, per_run, info) for spec in specs]
         results = []
         for spec, future in zip(specs, futures):
             try:

@@ -13,7 +13,7 @@ attention computed from all five.
 Reproduces the release's 49,457 parameters (32,843 without the bridge) and
 0.060 GMACs (thop, 1x3x256x256, one class, Mamba internals invisible). The
 table prints 0.045 M / 0.069 G, which no configuration of the release gives
-(see paper/mismatches.toml).
+(see paper/differences.toml).
 """
 
 from __future__ import annotations

@@ -1,0 +1,160 @@
+"""paper/differences.toml: every difference among paper, release and harness, held to the config and Table R."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import REPO_ROOT
+from study.config import merge
+from study.errors import ConfigError
+from study.paper import differences
+from study.variants import find_row, load_tables
+
+REGISTRY = differences()
+KNOBBED = [d for d in REGISTRY.of_kind("release", "protocol") if d.knob]
+RELEASE_KNOBS = [d for d in REGISTRY.of_kind("release") if d.knob]
+# Hashes of default configs from before the switches existed: stored runs keep their identity.
+STORED_HASHES = {("ultralbm", "isic2017", "paper"): "d5a392783609685b",
+                 ("t7-full", None, "smoke"): "6cbcd36bd0f8ba3c"}
+
+
+def _reference(d) -> str:
+    return "t7-full" if "distill" in d.override else "ultralbm"
+
+
+def test_every_listed_difference_is_registered():
+    ids = {d.id for d in REGISTRY.differences}
+    for expected in ("bidirectional-flip-axis", "mamba-conv1d-init", "distillation-selection", "distillation-drop-last",
+                     "rotation-interpolation", "mask-targets", "ege-unet-deep-supervision", "kl-distill-row",
+                     "distillation-script-incomplete", "lmbp-glmbp-stages", "table2-iou-gain", "eq7-fusion",
+                     "release-split", "resize-order", "rotation-per-run", "checkpoint-selection"):
+        assert expected in ids, expected
+    assert len(REGISTRY.of_kind("complexity")) == 9
+    assert REGISTRY.release_commit == "0a99c437bbc2d5a3a1b90a6ca040592f7f023411"
+
+
+@pytest.mark.parametrize("d", KNOBBED, ids=lambda d: d.id)
+def test_every_knob_is_a_config_field_that_changes_a_run(d):
+    row = find_row(_reference(d))
+    default = row.run_config("isic2017", "paper")
+    switched = row.run_config("isic2017", "paper", d.override)
+    assert switched.hash != default.hash
+    section, field = d.knob.split(" = ")[0].split(".")
+    assert switched.to_dict()[section][field] != default.to_dict()[section][field]
+
+
+def test_default_configs_keep_their_stored_hashes():
+    for (row_id, dataset, profile), expected in STORED_HASHES.items():
+        assert find_row(row_id).run_config(dataset, profile).hash == expected
+
+
+@pytest.mark.parametrize("d", [d for d in REGISTRY.of_kind("release") if d.table_r], ids=lambda d: d.id)
+@pytest.mark.parametrize("profile", ["paper", "smoke"])
+def test_every_table_r_row_is_its_reference_with_that_one_switch(d, profile):
+    table = load_tables()["tabler"]
+    row = table.row(d.table_r)
+    reference = table.row(row.compare_with or table.reference)
+    want = reference.run_config(None, profile, d.override)
+    assert row.run_config(None, profile).to_dict() == want.to_dict()
+
+
+def _all_release(override_of=lambda d: d.override, skip=()):
+    combined: dict = {}
+    for d in RELEASE_KNOBS:
+        if d.id not in skip:
+            combined = merge(combined, override_of(d))
+    return combined
+
+
+def test_the_release_profile_sets_every_release_switch_and_nothing_else():
+    for row_id in ("ultralbm", "t7-full"):
+        row = find_row(row_id)
+        got = row.run_config("isic2017", "release")
+        want = row.run_config("isic2017", "paper", _all_release())
+        if got.distill.enabled:  # the student's teacher is the release's model too
+            assert got.teacher_config().model == want.teacher_config().model.__class__(
+                **{**want.teacher_config().model.__dict__, "bidirectional_flip": "channel", "mamba_conv_init": "release"})
+            assert got.distill.teacher == {"bidirectional_flip": "channel", "mamba_conv_init": "release"}
+            got_d = {k: v for k, v in got.to_dict()["distill"].items() if k != "teacher"}
+            want_d = {k: v for k, v in want.to_dict()["distill"].items() if k != "teacher"}
+            assert got_d == want_d
+        assert {k: got.to_dict()[k] for k in ("model", "data", "train")} == \
+               {k: want.to_dict()[k] for k in ("model", "data", "train")}
+    unet = find_row("unet").run_config("isic2017", "release")  # the model switches are UltraLBM-UNet's only
+    assert unet.data.mask_targets == "soft" and "bidirectional_flip" not in unet.to_dict()["model"]
+
+
+def test_table_r_all_release_rows_are_the_release_switches_but_the_split():
+    table = load_tables()["tabler"]
+    for row_id, reference_id in (("tr-release", "tr-harness"), ("tr-release-t", "tr-harness-t")):
+        got = table.row(row_id).run_config(None, "paper")
+        want = table.row(reference_id).run_config(None, "paper", _all_release(skip=("release-split",)))
+        got, want = got.to_dict(), want.to_dict()
+        if got["distill"]:
+            got["distill"].pop("teacher"), want["distill"].pop("teacher")
+        assert got == want, row_id
+
+
+def test_a_bad_entry_names_itself_and_the_field(tmp_path):
+    paper = tmp_path / "paper"
+    shutil.copytree(REPO_ROOT / "paper", paper)
+    with (paper / "differences.toml").open("a") as fh:
+        fh.write('\n[[difference]]\nid = "half-done"\nkind = "release"\narea = "model"\npaper = "p"\n'
+                 'release = "r"\nrelease_ref = "x.py:1"\nharness = "h"\ntable_r = "tr-harness"\n')
+    differences.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"#29 \(half-done\): give either 'knob'"):
+            differences(paper)
+    finally:
+        differences.cache_clear()
+
+
+def test_table1_t_row_is_the_full_strategy_student_and_plans_its_teacher_first():
+    from study.plan import expand
+
+    t = find_row("ultralbm-t").run_config("isic2017", "paper")
+    full = find_row("t7-full").run_config("isic2017", "paper")
+    assert t.distill == full.distill and t.model == full.model and t.distill.enabled
+    # its teacher is Table 1's own full-model run on the same dataset (with its PH2 evaluation)
+    assert t.teacher_config().hash == find_row("ultralbm").run_config("isic2017", "paper").hash
+    # under smoke (synthetic data, no PH2) it is the very same run as Table 7's Full Strategy
+    assert find_row("ultralbm-t").run_config(None, "smoke").hash == find_row("t7-full").run_config(None, "smoke").hash
+    runs = expand(["ultralbm-t"], [0], profile="smoke")
+    assert [r.is_student for r in runs] == [False, True]
+    assert runs[1].spec.teacher is not None and runs[0].run_id in {runs[1].spec.teacher.id}
+
+
+def test_show_names_the_teacher(capsys):
+    from study.cli import main
+
+    assert main(["show", "ultralbm-t", "--dataset", "isic2017"]) == 0
+    out = capsys.readouterr().out
+    assert '"soft": 0.5' in out and '"attention": 0.2' in out and '"grad": 0.3' in out
+    assert "distillation student: its teacher is config" in out and "the runs of ultralbm)" in out
+
+
+def test_table_r_smoke_runs_and_the_report_gives_a_verdict_per_row(tmp_path):
+    """The README's Table R commands, as written (3 seeds, smoke), then what the report says."""
+    import subprocess
+    import sys
+
+    env_store = ["--results", str(tmp_path)]
+    for command in (["run", "tabler", "--seeds", "3", "--profile", "smoke"], ["report", "--tables", "tabler"]):
+        done = subprocess.run([sys.executable, "-m", "study", *command, *env_store], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = tmp_path / "report"
+    text = (report / "differences.md").read_text()
+    table_r = load_tables()["tabler"]
+    measured = [r for r in table_r.rows if r.id not in ("tr-harness", "tr-harness-t")]
+    for row in measured:
+        line = next(line for line in text.splitlines() if line.startswith(f"| {row.name} |"))
+        assert line.count("| 3 |") == 1, line  # three paired seeds
+        assert any(v in line for v in ("changes DSC", "no detectable effect", "no effect: identical")), line
+    assert "Synthetic data: these effects check the pipeline" in text
+    for d in REGISTRY.of_kind("release", "protocol"):
+        assert f"## {d.id} ({d.area})" in text
+    assert "identical results" in next(line for line in text.splitlines() if line.startswith("| Soft"))
+    assert "Table R" in (report / "tabler.tex").read_text() and "\\input{differences}" in (report / "report.tex").read_text()
