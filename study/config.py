@@ -17,7 +17,7 @@ from study.canonical import check_fields, coerce_floats
 from study.data.registry import DATASETS as _DATASET_INFO
 from study.data.synthetic import GENERATOR_VERSION as SYNTHETIC_GENERATOR
 from study.data.batched import PIPELINES
-from study.data.transforms import MASK_TARGETS, NORMALIZATIONS, ROTATION_INTERPOLATIONS, ROTATIONS
+from study.data.transforms import MASK_TARGETS, NORMALIZATIONS, ROTATION_FRAMES, ROTATIONS
 from study.train.engine import ENGINES
 from study.errors import ConfigError
 from study.models.registry import make_config
@@ -33,7 +33,7 @@ LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False, ("data
                 ("train", "engine"): "plain",
                 # the switches between the paper's text and the authors' release (paper/differences.toml)
                 ("model", "bidirectional_flip"): "sequence", ("model", "mamba_conv_init"): "harness",
-                ("data", "rotation_interpolation"): "bilinear", ("data", "mask_targets"): "hard",
+                ("data", "rotation_frame"): "working", ("data", "mask_targets"): "hard",
                 ("distill", "selection"): "as_train", ("distill", "drop_last"): False}
 
 
@@ -83,10 +83,11 @@ class DataConfig:
     # "batched": the split resident as uint8 tensors, augmented a batch at a time on the
     # run's device; "per_sample": the earlier per-sample path (its own random stream).
     pipeline: str = "batched"
-    # Between the paper's text and the authors' release (paper/differences.toml): the image's
-    # interpolation when rotated ("nearest" in the release), and training masks "hard" {0, 1}
-    # or "soft" (the bilinearly resized mask, as the release trains on).
-    rotation_interpolation: str = "bilinear"
+    # Between the paper's text and the authors' release (paper/differences.toml): where a
+    # rotation happens ("original": in the image's own aspect ratio, as the release rotates before
+    # it resizes), and masks "hard" {0, 1} or "soft" (the bilinearly resized mask, as the release
+    # trains and selects on; metrics threshold either at 0.5).
+    rotation_frame: str = "working"
     mask_targets: str = "hard"
 
     def __post_init__(self):
@@ -107,7 +108,7 @@ class DataConfig:
         if not isinstance(self.skip_bad, bool):
             raise ConfigError(f"data.skip_bad: expected true or false, got {self.skip_bad!r}")
         _choice("data", "rotation", self.rotation, ROTATIONS)
-        _choice("data", "rotation_interpolation", self.rotation_interpolation, ROTATION_INTERPOLATIONS)
+        _choice("data", "rotation_frame", self.rotation_frame, ROTATION_FRAMES)
         _choice("data", "mask_targets", self.mask_targets, MASK_TARGETS)
         for ext in self.external:
             _choice("data", "external", ext, DATASETS)

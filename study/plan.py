@@ -202,7 +202,8 @@ def _train_images(config) -> int:
     from study.data.registry import dataset_info
 
     pairs = d.synthetic_count if d.dataset == "synthetic" else (dataset_info(d.dataset).pairs or 1000)
-    fraction = d.train_fraction * ((1 - d.holdout_fraction) if config.train.selection == "holdout" else 1.0)
+    holdout = config.train.selection == "holdout" and not config.selects_on_train_loss
+    fraction = d.train_fraction * ((1 - d.holdout_fraction) if holdout else 1.0)
     return max(1, round(pairs * fraction))
 
 

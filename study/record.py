@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Mapping
 
 from study.errors import ConfigError, StudyError
+from study.metrics import pooled_scores
 
 if TYPE_CHECKING:  # for the annotations only: the store imports this module
     from study.store import RunKey
@@ -130,9 +131,16 @@ class RunRecord:
     def dataset(self) -> str | None:
         return ((self.config or {}).get("data") or {}).get("dataset")
 
+    def scores(self, split: str = "test") -> dict[str, float] | None:
+        """IoU, DSC, accuracy, sensitivity, specificity of ``split``, computed from the pooled counts
+        the record vouches for (never copied from its summary fields); None without counts."""
+        counts = self.pooled.get(split)
+        return None if counts is None else pooled_scores(*counts.as_tuple())
+
     @property
     def test_dsc(self) -> float | None:
-        return (self.test or {}).get("dsc")
+        scores = self.scores("test")
+        return None if scores is None else scores["dsc"]
 
     def with_status(self, status: Status, reason: str | None) -> "RunRecord":
         return replace(self, status=status, reason=reason)
@@ -255,9 +263,41 @@ class _Parser:
             launcher=self.mapping(obj.get("launcher"), "launcher"),
             details={k: v for k, v in obj.items() if k not in _TYPED},
         )
-        if status is Status.COMPLETED and record.test is None:
-            self.fail("a completed record has no test metrics")
+        if status is Status.COMPLETED:
+            self.completed_checks(record, obj)
         return record
+
+    def completed_checks(self, record: RunRecord, obj: dict) -> None:
+        """What a completed record must hold together: its whole history, and metrics that follow
+        from the pooled counts it vouches for (an edited number is a damaged record, field named)."""
+        if record.test is None:
+            self.fail("a completed record has no test metrics")
+        history = obj.get("history")
+        if not isinstance(history, list):
+            self.fail("field 'history': a completed record has no per-epoch history")
+        if len(history) != record.epochs_done:
+            self.fail(f"field 'history': {len(history)} epochs, but epochs_done says {record.epochs_done}")
+        epochs = ((record.config or {}).get("train") or {}).get("epochs")
+        if isinstance(epochs, int) and record.epochs_done != epochs:
+            self.fail(f"field 'epochs_done': {record.epochs_done}, but the config trains {epochs} epochs")
+        for split, counts in record.pooled.items():
+            metrics = record.test if split == "test" else record.external.get(split)
+            if metrics is None:
+                self.fail(f"field '{'test' if split == 'test' else 'external.' + split}': missing, but the record "
+                          f"has pooled counts for {split}")
+            self.metrics_follow(metrics, counts, "test" if split == "test" else f"external.{split}")
+
+    def metrics_follow(self, metrics: Mapping[str, float], counts: "Counts", name: str) -> None:
+        derived = {**pooled_scores(*counts.as_tuple()), "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
+                   "tn": counts.tn}
+        for key, want in derived.items():
+            got = metrics.get(key)
+            if got is None:
+                continue  # an older record without this score: the tables compute it from the counts
+            same = (math.isnan(want) and math.isnan(got)) or math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-15)
+            if not same:
+                self.fail(f"field '{name}.{key}': {got!r} does not follow from the pooled counts, which give "
+                          f"{want!r}")
 
     def pooled(self, value) -> dict[str, Counts]:
         out = {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -75,6 +76,19 @@ ASIDE_MARK = ".damaged-"
 
 class StoreWriteError(StudyError):
     """A file of the store could not be written (disk full, permissions, ...); nothing was torn."""
+
+
+def require_writable(folder: Path, what: str) -> None:
+    """Refuse, before any work, a folder this process cannot write (created if missing): one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StoreWriteError(f"{folder}: {what} is not writable ({exc.strerror or exc}); nothing was done. Point "
+                              "--results (or --out) at a folder you can write") from None
 
 
 def current_umask() -> int:
@@ -314,6 +328,28 @@ def integrity_problem(store: Store, record: RunRecord) -> str | None:
             return f"{per_image_name(split)} has {len(counts)} images, the record says {pooled.images}"
         if tuple(int(v) for v in counts.sum(axis=0)) != pooled.as_tuple():
             return f"{per_image_name(split)} does not sum to the record's pooled counts"
+    return _challenge_problem(store, record)
+
+
+def _challenge_problem(store: Store, record: RunRecord) -> str | None:
+    """The record's challenge scores must follow from the per-image challenge counts it vouches for."""
+    from study.challenge import challenge_scores
+
+    for split, scores in record.challenge.items():
+        name = challenge_name(split)
+        if name not in record.files:
+            return f"the record has challenge scores for {split} but vouches for no {name}"
+        path = store.challenge_path(record.key, split)
+        try:
+            _, counts = parse_counts(path.read_bytes(), str(path))
+            derived = challenge_scores(counts)
+        except (StudyError, ValueError) as exc:
+            return str(exc)
+        for metric, value in scores.items():
+            want = derived.get(metric)
+            if want is None or not math.isclose(value, want, rel_tol=1e-12, abs_tol=1e-15):
+                return (f"field 'challenge.{split}.{metric}': {value!r} does not follow from {name}, which "
+                        f"gives {want!r}")
     return None
 
 

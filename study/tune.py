@@ -31,7 +31,7 @@ from pathlib import Path
 
 from study.config import RunConfig
 from study.errors import ConfigError
-from study.lease import pid_alive
+from study.lease import RunLease, pid_alive, store_now
 from study.store import RunKey, Store
 
 # Search space. lambda_s multiplies the DKD term together with the fixed soft
@@ -93,8 +93,54 @@ def open_storage(storage: str):
         return optuna.storages.RDBStorage(storage)
     path = Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
+    repair_journal(path)
     # The open-lock (O_EXCL on a lock file) works on NFS, unlike symlinks on some mounts.
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+JOURNAL_TAIL = 1 << 20  # bytes read from the end to find the last record (one record is far smaller)
+
+
+def repair_journal(path: Path, log=None) -> Path | None:
+    """A journal whose last record is torn (a worker killed mid-write: no final newline, or a line
+    that is not JSON) would have the next write glued onto the fragment, and Optuna then fails to
+    read the study. Under the journal's own lock, the fragment is cut off and kept beside the journal
+    (``<journal>.torn-<time>-<pid>``); returns that file, or None when the journal is whole."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileOpenLock(str(path))
+    lock.acquire()
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - JOURNAL_TAIL))
+            tail = fh.read()
+        start = size - len(tail)
+        cut = tail.rfind(b"\n") + 1  # the end of the last whole line (0: none in the tail)
+        if cut == len(tail):  # ends with a newline: the last line must be a record
+            previous = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+            try:
+                json.loads(tail[previous:])
+                return None
+            except ValueError:
+                cut = previous
+        fragment = tail[cut:]
+        aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        aside.write_bytes(fragment)
+        os.truncate(path, start + cut)
+    finally:
+        lock.release()
+    (log or _stderr)(f"{path}: its last record was torn ({len(fragment)} bytes, a worker killed while writing "
+                     f"it); set aside as {aside.name}, and the search goes on from the records before it")
+    return aside
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(f"warning: {line}", file=sys.stderr)
 
 
 def _claim_lock_path(spec: TuneSpec) -> Path:
@@ -148,11 +194,32 @@ def prepare_study(spec: TuneSpec, log=print):
     return study
 
 
-def _alive(attrs: dict, grace: float) -> bool:
-    host, pid, beat = attrs.get("host"), attrs.get("pid"), attrs.get("heartbeat", 0.0)
+def _beat_path(spec: TuneSpec, number: int) -> Path:
+    """A file the trial's worker rewrites at its claim and every epoch: its age, on the store's clock,
+    says whether a worker on another host is still there (no two hosts' wall clocks are compared)."""
+    return Path(spec.store_root) / "tune" / f"{spec.study_name}.beats" / f"trial-{number}"
+
+
+def _beat(spec: TuneSpec, number: int) -> None:
+    path = _beat_path(spec, number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()} {os.getpid()}\n")
+
+
+def _alive(trial, spec: TuneSpec) -> bool:
+    attrs = trial.user_attrs
+    host, pid = attrs.get("host"), attrs.get("pid")
     if host == socket.gethostname() and pid is not None:
         return pid == os.getpid() or pid_alive(int(pid))
-    return time.time() - float(beat) < grace
+    run_id = attrs.get("run_id")
+    if run_id and RunKey.is_id(run_id):  # training: its run's lease, renewed every 30 s, judged on the store's clock
+        if RunLease(Store(spec.store_root).run_dir(RunKey.from_id(run_id))).holder() is not None:
+            return True
+    path = _beat_path(spec, trial.number)
+    try:
+        return store_now(path.parent) - path.stat().st_mtime < spec.grace_seconds
+    except OSError:
+        return False
 
 
 def reap_dead_trials(study, spec: TuneSpec, log=print) -> int:
@@ -161,7 +228,7 @@ def reap_dead_trials(study, spec: TuneSpec, log=print) -> int:
 
     reaped = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _alive(t.user_attrs, spec.grace_seconds):
+        if _alive(t, spec):
             continue
         study._storage.set_trial_user_attr(t._trial_id, "failure", "its worker died; retried")
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
@@ -185,7 +252,8 @@ def _claim(study, spec: TuneSpec):
         trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("heartbeat", time.time())
+        trial.set_user_attr("heartbeat", time.time())  # for people; liveness reads _beat_path
+        _beat(spec, trial.number)
         if os.environ.get("SLURM_JOB_ID"):
             trial.set_user_attr("slurm_job_id", os.environ["SLURM_JOB_ID"])
         return trial
@@ -210,6 +278,7 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
 
     def on_epoch(epoch: int, entry: dict) -> None:
         trial.set_user_attr("heartbeat", time.time())
+        _beat(spec, trial.number)
         value = entry.get("selection_dsc")
         if value is None or math.isnan(value):
             return
@@ -233,12 +302,31 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
     if not record.completed:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
-    chosen = record.details["selection"]["epoch"]
-    value = record.details["history"][chosen - 1]["selection_dsc"]
+    try:
+        chosen = int(record.details["selection"]["epoch"])
+        value = float(record.details["history"][chosen - 1]["selection_dsc"])
+        if math.isnan(value):
+            raise ValueError("NaN")
+    except (KeyError, IndexError, TypeError, ValueError) as exc:  # an odd record: the search moves on
+        _fail_and_retry_once(study, trial, f"run {record.run_id}: its record gives no holdout DSC for its "
+                                           f"selected epoch ({type(exc).__name__}: {exc})", log)
+        return
     trial.set_user_attr("selected_epoch", chosen)
     study.tell(trial, value)
     pretty = ", ".join(f"{k} {v:.3g}" for k, v in params.items())
     log(f"trial {trial.number}: holdout DSC {value * 100:.2f} ({pretty})")
+
+
+def _fail_and_retry_once(study, trial, why: str, log) -> None:
+    """Mark the trial failed with ``why`` and enqueue its weights once more (not a retry of a retry)."""
+    import optuna
+
+    trial.set_user_attr("failure", why)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    if "retry_of" not in trial.user_attrs:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number,
+                                                       "origin": trial.user_attrs.get("origin", "")})
+    log(f"trial {trial.number}: failed: {why}" + ("" if "retry_of" in trial.user_attrs else "; enqueued again"))
 
 
 def run_worker(spec: TuneSpec, threads: int | None = None, log=print) -> int:

@@ -113,6 +113,18 @@ class Table:
         raise KeyError(row_id)
 
 
+def check_text(value, where: str) -> str:
+    """A name or title that is printed in terminals, LaTeX and HTML: text without control characters."""
+    import unicodedata
+
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected non-empty text")
+    for ch in value:
+        if unicodedata.category(ch).startswith("C"):  # control, format (bidi overrides), unassigned
+            raise ConfigError(f"{where}: holds the control character U+{ord(ch):04X}; expected printable text")
+    return value
+
+
 def _read_toml(path: Path) -> dict:
     try:
         with path.open("rb") as fh:
@@ -130,6 +142,7 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
             raise ConfigError(f"{where}: field '{key}' is required (a non-empty string)")
     check_row_id(raw["id"], f"{where} field 'id'")
     where = f"{path} row '{raw['id']}'"
+    check_text(raw["name"], f"{where} field 'name'")
     _unknown(where, raw, ROW_KEYS)
     for section in SECTIONS:
         if not isinstance(raw.get(section, {}), dict):
@@ -164,6 +177,8 @@ def _load_table(path: Path, base: dict) -> Table:
     _unknown(str(path), data, {"table", "rows"})
     meta = data.get("table", {})
     _unknown(f"{path} [table]", meta, TABLE_KEYS)
+    if "title" in meta:
+        check_text(meta["title"], f"{path} [table] field 'title'")
     rows_raw = data.get("rows")
     if not isinstance(rows_raw, list) or not rows_raw:
         raise ConfigError(f"{path}: expected at least one [[rows]] entry")

@@ -331,6 +331,7 @@ class _Split:
     rows = list(range(10))
     run_angle = None
     mask_scale = 1.0
+    frame_ratios = None
 
     def __init__(self, rotation="per_sample"):
         from study.data.transforms import TransformConfig

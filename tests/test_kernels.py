@@ -2,6 +2,7 @@
 thread count, built privately, and replaced by the PyTorch ops where they cannot run."""
 
 import os
+from pathlib import Path
 import stat
 
 import pytest
@@ -279,3 +280,65 @@ def test_a_second_derivative_is_refused_not_wrong(native):
     (g,) = torch.autograd.grad((y * y.detach()).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         torch.autograd.grad(g.sum(), x)
+
+
+def test_a_cached_library_that_does_not_load_is_built_again(native, monkeypatch, tmp_path):
+    import multiprocessing
+
+    # Built by another process (a process that has loaded a library gets that one back from dlopen).
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    first = context.Process(target=_build_in_worker, args=(str(tmp_path), os.environ.get("CC", "cc"), out))
+    first.start()
+    first.join(120)
+    path = Path(out.get(timeout=10))
+    path.write_bytes(b"not a shared library")  # torn, truncated, or overwritten
+    monkeypatch.setenv("STUDY_KERNEL_CACHE", str(tmp_path))
+    lib, again = build.build_and_load()
+    assert again == path and lib.scan_forward is not None
+    assert [p.name for p in tmp_path.glob("*.unloadable-*")] == [f"{path.name}.unloadable-{os.getpid()}"]
+
+
+def _fake_cc(tmp_path, body: str) -> str:
+    script = tmp_path / "cc"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_hung_compiler_is_given_up_on_quickly(monkeypatch, tmp_path):
+    log = tmp_path / "calls"
+    cc = _fake_cc(tmp_path, f'echo "$@" >> {log}\nif [ "$1" = --version ]; then echo fake 1.0; exit 0; fi\nsleep 60')
+    monkeypatch.setenv("CC", cc)
+    monkeypatch.setenv("STUDY_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "COMPILE_TIMEOUT_S", 1)
+    with pytest.raises(build.BuildFailed, match="did not finish in 1 s"):
+        build.build_and_load()
+    compiles = [line for line in log.read_text().splitlines() if "--version" not in line]
+    assert len(compiles) == 1  # the other variants are not tried with a hung compiler
+
+
+def _build_in_worker(cache: str, cc: str, out):
+    os.environ["STUDY_KERNEL_CACHE"], os.environ["CC"] = cache, cc
+    _, path = build.build_and_load()
+    out.put(str(path))
+
+
+def test_parallel_workers_with_an_empty_cache_build_once(tmp_path):
+    import multiprocessing
+    import shutil
+
+    log = tmp_path / "calls"
+    real = shutil.which(os.environ.get("CC", "cc"))
+    if real is None:
+        pytest.skip("no C compiler")  # the native fixture decides whether that is allowed
+    cc = _fake_cc(tmp_path, f'[ "$1" = --version ] || echo build >> {log}\nexec {real} "$@"')
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    workers = [context.Process(target=_build_in_worker, args=(str(tmp_path / "cache"), cc, out)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    paths = {out.get(timeout=10) for _ in workers}
+    assert len(paths) == 1 and log.read_text().count("build") == 1

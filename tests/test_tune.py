@@ -129,3 +129,29 @@ def test_a_tiny_study_through_the_local_slurm_cluster(slurm_cluster, tmp_path):
     study = study_of(tmp_path)
     assert len(study.trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     assert all(t.user_attrs.get("slurm_job_id") for t in study.trials)
+
+
+def test_an_odd_record_fails_its_trial_once_retried_and_the_search_moves_on(tmp_path, monkeypatch):
+    """A completed run whose record gives no holdout DSC (an older harness, an edit) never crashes the search."""
+    import optuna
+
+    from study import tune as tune_mod
+    from study.record import RunRecord, Status
+    from study.store import RunKey
+    from study.train import run as run_mod
+    from study.tune import TuneSpec, load_study, run_trial
+
+    spec = TuneSpec("synthetic", 3, str(tmp_path / "s.journal"), "odd", str(tmp_path), profile="smoke")
+    study = load_study(spec)
+    odd = RunRecord(RunKey("0" * 16, 0), Status.COMPLETED, {}, details={"selection": {"epoch": 3}, "history": []})
+    monkeypatch.setattr(run_mod, "train_spec", lambda *a, **k: odd)
+    lines = []
+    trial = tune_mod._claim(study, spec)
+    run_trial(study, trial, spec, log=lines.append)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL and states[1] == optuna.trial.TrialState.WAITING
+    assert "gives no holdout DSC for its selected epoch" in study.trials[0].user_attrs["failure"]
+    assert "enqueued again" in lines[-1]
+    retry = tune_mod._claim(study, spec)  # the retry fails too: not enqueued a third time
+    run_trial(study, retry, spec, log=lines.append)
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.WAITING) == 0

@@ -48,6 +48,9 @@ def run(args) -> int:
     variants = load_tables()
     tables = parse_tables(args.tables, variants)
     store = Store(args.results or RESULTS_DIR)
+    from study.store import require_writable
+
+    require_writable(args.out or store.root / "report", "the report folder")
     from study.config import parse_overrides
 
     result = build_report(store, args.out, tables, profile=args.profile, fmt=args.fmt, figure=args.figure,

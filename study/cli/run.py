@@ -109,9 +109,11 @@ def print_estimate(plan, store, args) -> None:
 
 def run(args) -> int:
     from study.launch import get_launcher
-    from study.store import RESULTS_DIR, Store
+    from study.store import RESULTS_DIR, Store, require_writable
 
     store = Store(args.results or RESULTS_DIR)
+    if not args.dry_run:
+        require_writable(store.root, "the results store")
     plan = plan_from_args(args, store)
     if args.dry_run:
         print_estimate(plan, store, args)

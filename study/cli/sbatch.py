@@ -33,10 +33,11 @@ def run(args) -> int:
     from study.cli.run import check_data_roots, plan_from_args
     from study.cli.train import parse_roots
     from study.launch.slurm import load_profile, write_sbatch
-    from study.store import RESULTS_DIR, Store
+    from study.store import RESULTS_DIR, Store, require_writable
 
     profile = load_profile(args.cluster)
     store = Store(Path(args.results or RESULTS_DIR).resolve())
+    require_writable(store.root, "the results store")
     plan = plan_from_args(args, store)
     if not plan.todo:
         print("nothing to do")

@@ -46,7 +46,7 @@ def run(args) -> int:
     from study.config import parse_overrides
     from study.errors import ConfigError, StudyError
     from study.store import RunKey
-    from study.store import RESULTS_DIR, Store
+    from study.store import RESULTS_DIR, Store, require_writable
     from study.train.run import check_data_roots, train_run
     from study.variants import find_row
 
@@ -60,6 +60,7 @@ def run(args) -> int:
     roots = parse_roots(args.roots)
     check_data_roots(config, roots)  # before anything is written or printed as started
     store = Store(args.results or RESULTS_DIR)
+    require_writable(store.root, "the results store")
     key = RunKey(config.hash, args.seed)
     print(f"run {key.id}: {row.id} on {config.data.dataset}, seed {args.seed}, profile {args.profile}")
     print(f"folder {store.run_dir(key)}")

@@ -54,12 +54,13 @@ def _spec(args, store):
 
 def run_distill(args) -> int:
     from study.errors import ConfigError
-    from study.store import RESULTS_DIR, Store
+    from study.store import RESULTS_DIR, Store, require_writable
     from study.tune import ensure_teacher, load_study, prepare_study, run_local, summary
 
     if args.trials < 1 or args.workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
     store = Store(args.results or RESULTS_DIR)
+    require_writable(store.root, "the results store")
     spec = _spec(args, store)
     print(f"search: {args.trials} trial(s), {args.workers} worker(s), dataset {args.dataset}, "
           f"profile {args.profile}; storage {spec.storage}")

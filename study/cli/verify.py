@@ -9,6 +9,10 @@ def register(sub) -> None:
                        "CSVs), check the per-image counts against the pooled ones, and parse every record. "
                        "Exits 1 when something is damaged or does not belong in runs/.")
     p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
+    p.add_argument("--manifest", metavar="OUT", default=None,
+                   help="also write every completed run's identity and file digests, and one root digest, to OUT")
+    p.add_argument("--against", metavar="FILE", default=None,
+                   help="name every run added, removed or changed since the manifest FILE (exit 1 if any)")
     p.set_defaults(func=run)
 
 
@@ -39,4 +43,24 @@ def run(args) -> int:
     if check.damaged:
         print("damaged runs are left out of every table and trained again by `study run` "
               "(their files are moved aside first, never deleted)")
-    return 0 if check.ok else 1
+    same = True
+    if args.manifest:
+        from study.manifest import write_manifest
+
+        manifest = write_manifest(store, args.manifest)
+        print(f"manifest {args.manifest}: {len(manifest['runs'])} completed run(s), root sha256 "
+              f"{manifest['root_sha256']}")
+    if args.against:
+        from study.manifest import compare_manifest, read_manifest
+
+        diff = compare_manifest(store, read_manifest(args.against))
+        for run_id in diff.added:
+            print(f"added   {run_id}")
+        for run_id in diff.removed:
+            print(f"removed {run_id}")
+        for run_id, what in diff.changed.items():
+            print(f"changed {run_id}: {what}")
+        same = diff.same
+        print(f"against {args.against}: " + ("the same completed runs, byte for byte" if same else
+              f"{len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed"))
+    return 0 if check.ok and same else 1

@@ -54,13 +54,16 @@ def draw_batch(config: TransformConfig, n: int, generator: torch.Generator,
     )
 
 
-def rotation_grid(angles_deg: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Sampling grids of rotations about the centre, as ``transforms._rotate`` builds one."""
+def rotation_grid(angles_deg: torch.Tensor, height: int, width: int,
+                  ratios: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampling grids of rotations about the centre, as ``transforms._rotate`` builds one; ``ratios``
+    (height / width of each sample's frame, ``rotation_frame = "original"``) default to the map's."""
     radians = angles_deg.double() * (math.pi / 180.0)
     cos, sin = torch.cos(radians).float(), torch.sin(radians).float()
     theta = torch.zeros(len(angles_deg), 2, 3, dtype=torch.float32, device=angles_deg.device)
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * height / width
-    theta[:, 1, 0], theta[:, 1, 1] = sin * width / height, cos
+    ratio = height / width if ratios is None else ratios
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * ratio
+    theta[:, 1, 0], theta[:, 1, 1] = sin / ratio, cos
     return F.affine_grid(theta, [len(angles_deg), 1, height, width], align_corners=False)
 
 
@@ -72,7 +75,7 @@ def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation,
-            interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+            ratios: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The flips, then the rotations, of (B, 3, H, W) images and their (B, 1, H, W) masks.
 
     ``aug`` lives on the host (drawn from a CPU generator): every decision that needs a value
@@ -84,9 +87,11 @@ def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation,
     flips = [(flags, dim) for flags, dim in ((aug.hflip, -1), (aug.vflip, -2)) if bool(flags.any())]
     if not flips and not len(rotated):
         return images, masks
-    # [hflip (B), vflip (B), rotated rows (R), their angles (R)] as float32: row numbers are exact.
-    packed = _to_device(torch.cat([aug.hflip.float(), aug.vflip.float(), rotated.float(), aug.angle[rotated]]),
-                        device)
+    # [hflip (B), vflip (B), rotated rows (R), their angles (R), their frames' height / width (R)]
+    # as float32: row numbers are exact. ``ratios`` (host, per sample): None rotates in the map's frame.
+    frames = [] if ratios is None else [ratios[rotated].float()]
+    packed = _to_device(torch.cat([aug.hflip.float(), aug.vflip.float(), rotated.float(), aug.angle[rotated],
+                                   *frames]), device)
     n, r = len(aug.hflip), len(rotated)
     for flags, dim in flips:
         pick = (packed[:n] if dim == -1 else packed[n:2 * n]).bool().view(-1, 1, 1, 1)
@@ -94,8 +99,9 @@ def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation,
         masks = torch.where(pick, masks.flip(dim), masks)
     if r:
         rows = packed[2 * n:2 * n + r].long()
-        grid = rotation_grid(packed[2 * n + r:], images.shape[-2], images.shape[-1])
-        images = images.index_copy(0, rows, F.grid_sample(images[rows], grid, mode=interpolation,
+        grid = rotation_grid(packed[2 * n + r:2 * n + 2 * r], images.shape[-2], images.shape[-1],
+                             None if ratios is None else packed[2 * n + 2 * r:])
+        images = images.index_copy(0, rows, F.grid_sample(images[rows], grid, mode="bilinear",
                                                           padding_mode="zeros", align_corners=False))
         masks = masks.index_copy(0, rows, F.grid_sample(masks[rows], grid, mode="nearest",
                                                         padding_mode="zeros", align_corners=False))
@@ -127,22 +133,29 @@ class ResidentSplit:
         self.masks = torch.from_numpy(np.ascontiguousarray(masks[rows])).to(device)
         self.transforms: TransformConfig = dataset.transforms
         self.mask_scale = dataset.mask_scale
+        # height / width of each sample's original image, on the host (rotation_frame = "original")
+        self.ratios = None if dataset.frame_ratios is None else torch.as_tensor(dataset.frame_ratios,
+                                                                                 dtype=torch.float32)
         self.run_angle = dataset.run_angle
         self.device = torch.device(device)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and masks of ``index``, augmented with draws from ``generator`` (None: not augmented)."""
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None,
+              host_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and masks of ``index``, augmented with draws from ``generator`` (None: not augmented);
+        ``host_index``: the same rows on the host, when ``index`` is already on the device."""
+        host_index = index.cpu() if host_index is None else host_index
         index = index.to(self.device)  # a no-op for ``batches``, which moves an epoch's order at once
         images = normalize_batch(self.images[index], self.transforms.normalization)
         masks = self.masks[index].unsqueeze(1).float()
         if self.mask_scale != 1.0:
             masks = masks / self.mask_scale
         if generator is not None and self.transforms.augments:
+            ratios = None if self.ratios is None else self.ratios[host_index]
             images, masks = augment(images, masks, draw_batch(self.transforms, len(index), generator, self.run_angle),
-                                    self.transforms.rotation_interpolation)
+                                    ratios)
         return images, masks
 
     def batches(self, batch_size: int, order_seed: int | None = None, augment_seed: int | None = None,
@@ -153,8 +166,9 @@ class ResidentSplit:
             order = torch.arange(n)
         else:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed))
-        order = _to_device(order, self.device)  # one copy per epoch, not one per batch
+        on_device = _to_device(order, self.device)  # one copy per epoch, not one per batch
         generator = None if augment_seed is None else torch.Generator().manual_seed(augment_seed)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            yield self.batch(order[start:start + batch_size], generator)
+            rows = slice(start, start + batch_size)
+            yield self.batch(on_device[rows], generator, host_index=order[rows])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ RESIZE_METHOD = {
 RESIZE_TAG = "bilinear-t128"  # short form of RESIZE_METHOD, part of the cache key
 
 MASK_THRESHOLD = 128
+# The largest image read, in pixels: the biggest ISIC 2018 image is about 30 MP. Checked from the
+# header before anything is decoded, so a small file claiming a huge size (a 164 KB PNG of 169 MP)
+# costs nothing.
+MAX_PIXELS = 64_000_000
 
 
 _strict_lock = threading.Lock()
@@ -67,9 +72,15 @@ class SizeMismatch(DataError):
 
 def _open_decoded(path: Path, what: str) -> Image.Image:
     try:
-        with _strict_decoding():
-            with Image.open(path) as opened:
-                opened.load()  # decode now: Image.open only reads the header
+        with _strict_decoding(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is judged below
+            with Image.open(path) as opened:  # reads the header only
+                width, height = opened.size
+                if width * height > MAX_PIXELS:
+                    raise UnreadableFile(f"{path}: the {what} claims {width}x{height} pixels "
+                                         f"({width * height / 1e6:.0f} MP), over the limit of "
+                                         f"{MAX_PIXELS / 1e6:.0f} MP; expected a dermoscopy image")
+                opened.load()  # decode now
                 return opened.copy()
     except FileNotFoundError:
         raise UnreadableFile(f"{path}: file not found; expected the {what}") from None

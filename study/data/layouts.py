@@ -113,8 +113,34 @@ ISIC_MASK_NAME = re.compile(r"^(ISIC_\d+)_segmentation\.png$", re.IGNORECASE)
 
 
 def _files(folder: Path) -> list[Path]:
+    """The folder's visible entries that are files, or that cannot be examined at all (a symlink
+    loop, a dangling or unreadable link): those are kept, so that the caller reports each one that
+    names a sample as unreadable, with its path, instead of a traceback."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc}); expected a readable folder") from None
+    out = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file():
+                continue
+        except OSError:
+            pass  # kept: _index_by_id says what is wrong with it
+        out.append(Path(entry.path))
     # Sorted so that every listing, and every error, comes out the same on any filesystem.
-    return sorted(Path(entry.path) for entry in os.scandir(folder) if entry.is_file() and not entry.name.startswith("."))
+    return sorted(out)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a listed file cannot be opened for reading (symlink loop, dangling link, permissions), or None."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _index_by_id(
@@ -124,6 +150,11 @@ def _index_by_id(
     for path in files:
         sample_id = id_of(path)
         if sample_id is None:
+            continue
+        why = _unreadable(path)
+        if why is not None:
+            problems.append(BadPair(sample_id, path, f"{path}: cannot open the {what} ({why}); expected a readable "
+                                    "file", "unreadable"))
             continue
         if sample_id in by_id:
             problems.append(

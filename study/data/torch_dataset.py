@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from study.data.cache import DatasetCache, open_cache
 from study.data.transforms import (
+    ROTATION_INTERPOLATION,
     NormStats,
     TransformConfig,
     apply_augmentation,
@@ -61,6 +62,11 @@ class SegmentationDataset(Dataset):
         self.run_angle = draw_run_angle(transforms, np.random.default_rng([seed, _RUN_ANGLE_STREAM]))
         self.rng = np.random.default_rng([seed, _SAMPLE_STREAM])
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        # height / width of each sample's original image, where rotations happen in that frame
+        self.frame_ratios = None
+        sizes = cache.meta.get("original_sizes")
+        if transforms.rotation_frame == "original" and sizes:
+            self.frame_ratios = np.array([sizes[row][1] / sizes[row][0] for row in self.rows], dtype=np.float32)
 
     def reseed(self, seed: int) -> None:
         """Restart the per-sample stream (the per-run angle stays: it belongs to the run)."""
@@ -97,8 +103,8 @@ class SegmentationDataset(Dataset):
             mask_tensor = mask_tensor / self.mask_scale
         if self.transforms.augments:
             augmentation = draw_augmentation(self.transforms, self.rng, self.run_angle)
-            image_tensor, mask_tensor = apply_augmentation(image_tensor, mask_tensor, augmentation,
-                                                           self.transforms.rotation_interpolation)
+            aspect = None if self.frame_ratios is None else float(self.frame_ratios[index])
+            image_tensor, mask_tensor = apply_augmentation(image_tensor, mask_tensor, augmentation, aspect)
         return image_tensor, mask_tensor
 
     def describe(self) -> dict:
@@ -108,8 +114,7 @@ class SegmentationDataset(Dataset):
             "cache": str(self.cache_dir),
             "samples": len(self.ids),
             "transforms": self.transforms.as_dict(),
-            "rotation_interpolation": {"image": self.transforms.rotation_interpolation, "mask": "nearest",
-                                       "fill": 0},
+            "rotation_interpolation": ROTATION_INTERPOLATION,
             "norm_stats": self.norm_stats.as_dict() if self.norm_stats else None,
             "run_angle": self.run_angle,
             "seed": self.seed,

@@ -31,11 +31,15 @@ from study.errors import ConfigError
 
 NORMALIZATIONS = ("official", "unit")
 ROTATIONS = ("per_sample", "per_run", "none")
-# How a rotated image is resampled (its mask is always nearest, fill 0 outside): "bilinear" here,
-# "nearest" in the authors' release (torchvision's rotate default) (paper/differences.toml).
-ROTATION_INTERPOLATIONS = ("bilinear", "nearest")
+# Recorded: the interpolation of each tensor when rotated (fill is 0 outside).
+ROTATION_INTERPOLATION = {"image": "bilinear", "mask": "nearest", "fill": 0}
+# Where a rotation happens: "working" (in the resized square frame, here) or "original" (in the
+# image's original aspect ratio: the authors' release rotates at full size and then squashes the
+# result to 256 x 256, so on a non-square image its rotation is also a shear in the network's frame).
+ROTATION_FRAMES = ("working", "original")
 # What a training mask is: "hard" {0, 1} (resized, then thresholded at 128), or "soft" in [0, 1]
-# (resized bilinearly and used as is, as the release does); evaluation always uses hard masks.
+# (resized bilinearly and used as is, as the release does, for its training and test losses);
+# every metric counts the masks thresholded at 0.5, the same pixels either way.
 MASK_TARGETS = ("hard", "soft")
 
 
@@ -48,11 +52,11 @@ class TransformConfig:
     rotation: str = "per_sample"  # per_sample | per_run (the official code's one angle) | none
     rotation_p: float = 0.5  # the official code rotates half of the samples
     rotation_degrees: tuple[float, float] = (0.0, 360.0)
-    rotation_interpolation: str = "bilinear"  # of the image; the mask is always nearest
+    rotation_frame: str = "working"
     mask_targets: str = "hard"
 
     def __post_init__(self):
-        for name, allowed in (("rotation_interpolation", ROTATION_INTERPOLATIONS), ("mask_targets", MASK_TARGETS)):
+        for name, allowed in (("rotation_frame", ROTATION_FRAMES), ("mask_targets", MASK_TARGETS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"transforms.{name}: {getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if self.normalization not in NORMALIZATIONS:
@@ -90,7 +94,7 @@ class TransformConfig:
 
     def for_evaluation(self) -> "TransformConfig":
         """Same normalisation, no augmentation: what validation and test images get."""
-        return replace(self, hflip=False, vflip=False, rotation="none", mask_targets="hard")
+        return replace(self, hflip=False, vflip=False, rotation="none")
 
 
 @dataclass(frozen=True)
@@ -169,25 +173,25 @@ def draw_augmentation(config: TransformConfig, rng: np.random.Generator, run_ang
 
 
 def _rotate(image: torch.Tensor, mask: torch.Tensor, degrees: float,
-            interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate (C, H, W) tensors about their centre by the same angle, filling with 0."""
+            aspect: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate (C, H, W) tensors about their centre by the same angle, filling with 0; ``aspect``
+    (height / width): rotate in a frame of that shape, as if before resizing (None: the tensor's)."""
     _, height, width = image.shape
+    ratio = height / width if aspect is None else aspect
     radians = math.radians(degrees)
     cos, sin = math.cos(radians), math.sin(radians)
     # Output pixel (x, y) samples the input at the inverse rotation of (x, y), in
     # grid_sample's [-1, 1] coordinates corrected for the aspect ratio. With rows
     # running downwards, a positive angle turns the picture counter-clockwise.
-    theta = torch.tensor(
-        [[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]], dtype=torch.float32
-    ).unsqueeze(0)
+    theta = torch.tensor([[cos, -sin * ratio, 0.0], [sin / ratio, cos, 0.0]], dtype=torch.float32).unsqueeze(0)
     grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)
-    rotated_image = F.grid_sample(image[None], grid, mode=interpolation, padding_mode="zeros", align_corners=False)[0]
+    rotated_image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     rotated_mask = F.grid_sample(mask[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
     return rotated_image, rotated_mask
 
 
 def apply_augmentation(
-    image: torch.Tensor, mask: torch.Tensor, augmentation: Augmentation, interpolation: str = "bilinear"
+    image: torch.Tensor, mask: torch.Tensor, augmentation: Augmentation, aspect: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same flips and rotation on a (3, H, W) image and its (1, H, W) mask."""
     if augmentation.hflip:
@@ -195,5 +199,5 @@ def apply_augmentation(
     if augmentation.vflip:
         image, mask = image.flip(-2), mask.flip(-2)
     if augmentation.angle is not None:
-        image, mask = _rotate(image, mask, augmentation.angle, interpolation)
+        image, mask = _rotate(image, mask, augmentation.angle, aspect)
     return image.contiguous(), mask.contiguous()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 
 from study.kernels.build import build_and_load, openmp_runtimes
@@ -68,6 +69,9 @@ def library():
                 _state.update(lib=lib, path=path, runtimes=openmp_runtimes())
             except Exception as e:  # noqa: BLE001
                 _state["reason"] = str(e) or type(e).__name__
+                # Said once per process; every run records it too (kernels.cpu in record.json).
+                print(f"warning: the C kernels are not used ({_state['reason'].splitlines()[0]}); the PyTorch "
+                      "ops run instead, about 1.3-1.7x slower per training step", file=sys.stderr, flush=True)
     return _state.get("lib")
 
 

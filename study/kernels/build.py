@@ -12,7 +12,9 @@ or writable by others, is refused rather than loaded.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import hashlib
 import os
 import platform
@@ -35,8 +37,22 @@ VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
 HERE = Path(__file__).resolve().parent
 
 
+# A build takes about a second; a compiler still running after this is hung (a broken
+# toolchain, a stalled license server): give up on the kernels rather than stall the run.
+COMPILE_TIMEOUT_S = 60
+LOCK_NAME = ".build.lock"
+
+
 class BuildFailed(Exception):
     """The kernels could not be built or loaded here; the message says why."""
+
+
+class CompilerHung(BuildFailed):
+    """The compiler did not finish in time: no other variant is tried with it."""
+
+
+class RefusedFile(BuildFailed):
+    """A file or folder someone else could have written: refused at once, nothing else is tried."""
 
 
 def cache_dir() -> Path:
@@ -82,7 +98,10 @@ def _digest(cc: str, arch: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for name in HEADERS + SOURCES:
         h.update(name.encode() + b"\0" + (HERE / name).read_bytes())
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S).stdout
+    except subprocess.TimeoutExpired:
+        raise CompilerHung(f"{cc} --version did not answer in {COMPILE_TIMEOUT_S} s") from None
     for part in (" ".join(FLAGS + arch), version, platform.machine(), _cpu_features()):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:20]
@@ -93,7 +112,7 @@ def _check_private(path: Path) -> None:
     for item in (path.parent, path):
         info = item.stat()
         if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise BuildFailed(f"{item}: not owned by this user, or writable by others; refusing to load "
+            raise RefusedFile(f"{item}: not owned by this user, or writable by others; refusing to load "
                               f"{path.name} (remove it, or point STUDY_KERNEL_CACHE at a private folder)")
 
 
@@ -103,7 +122,10 @@ def _compile(cc: str, arch: tuple[str, ...], target: Path) -> None:
     os.close(fd)
     try:
         command = [cc, *FLAGS, *arch, "-I", str(HERE), "-o", tmp, *(str(HERE / s) for s in SOURCES), "-lm"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise CompilerHung(f"{' '.join(command)} did not finish in {COMPILE_TIMEOUT_S} s") from None
         if done.returncode != 0:
             raise BuildFailed(f"{' '.join(command)} failed:\n{done.stderr.strip()[-2000:]}")
         os.chmod(tmp, 0o755)
@@ -113,21 +135,48 @@ def _compile(cc: str, arch: tuple[str, ...], target: Path) -> None:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """One build at a time per cache: parallel workers starting together wait for the first
+    one's build and load it, instead of each compiling its own copy."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(folder / LOCK_NAME, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _load(target: Path) -> ctypes.CDLL:
+    _check_private(target)  # a file someone else could have written is never loaded
+    return ctypes.CDLL(str(target))
+
+
 def build_and_load() -> tuple[ctypes.CDLL, Path]:
-    """The loaded library and its file, building it first when the cache has none."""
+    """The loaded library and its file, building it first when the cache has none. A cached file
+    that does not load (torn, truncated, garbage) is set aside and built again."""
     cc = _compiler()
     failures = []
     for arch in VARIANTS:  # the next variant only when this one does not compile or load
         try:
             target = cache_dir() / f"study-kernels-{_digest(cc, arch)}.so"
-            if not target.exists():
-                _compile(cc, arch, target)
+            with _build_lock(target.parent):
+                if not target.exists():
+                    _compile(cc, arch, target)
+                try:
+                    return _load(target), target
+                except OSError as e:  # not a loadable library: keep it for a person, build afresh
+                    aside = target.with_name(f"{target.name}.unloadable-{os.getpid()}")
+                    os.replace(target, aside)
+                    failures.append(f"{target}: {e}; set aside as {aside.name} and built again")
+                    _compile(cc, arch, target)
+                    return _load(target), target
+        except RefusedFile:
+            raise
+        except CompilerHung as e:
+            failures.append(str(e))
+            break
         except (BuildFailed, OSError, subprocess.SubprocessError) as e:
             failures.append(str(e))
-            continue
-        _check_private(target)  # a file someone else could have written is never loaded
-        try:
-            return ctypes.CDLL(str(target)), target
-        except OSError as e:
-            failures.append(f"{target}: {e}")
     raise BuildFailed("\n".join(failures))

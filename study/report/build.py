@@ -148,7 +148,7 @@ def build_report(
     for td in result.tables:
         cover = result.coverage[td.id]
         _write(out / f"{td.id}{SUFFIX[fmt]}", render_table(td, fmt, cover.compact, cover.shared_with), result.files)
-    challenge = _write_challenge(result, fmt)
+    challenge = _write_challenge(result, store, fmt)
     figures = _write_figures(result, store, figure, cases)
     _write_comparisons(result, store, fmt, audit, n_boot)
     parts = _Parts(store, _problems(result.tables), figures, challenge, audit)
@@ -183,11 +183,11 @@ class _Parts:
     audit: bool
 
 
-def _write_challenge(result: ReportResult, fmt: str) -> bool:
+def _write_challenge(result: ReportResult, store: Store, fmt: str) -> bool:
     """The challenge's metrics table, when real-data runs carry them; whether it was written."""
     from study.report import challenge_table
 
-    lines = challenge_table.challenge_lines(result.tables)
+    lines = challenge_table.challenge_lines(result.tables, store)
     if lines:
         for f in ("latex", "markdown") if fmt == "latex" else ("markdown",):
             render_challenge = challenge_table.render_latex if f == "latex" else challenge_table.render_markdown

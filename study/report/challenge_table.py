@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from study.challenge import CHALLENGE_METRICS
+from study.store import Store
 from study.report.collect import TableData, dataset_label
 from study.report.format import latex_escape, markdown_escape
 
@@ -30,14 +31,21 @@ class ChallengeLine:
     means: dict[str, float]
 
 
-def challenge_lines(tables: list[TableData]) -> list[ChallengeLine]:
+def challenge_lines(tables: list[TableData], store: Store) -> list[ChallengeLine]:
+    """One line per (table, row, training set, scored split): the challenge's metrics computed from
+    each verified run's per-image challenge counts (not the record's summary of them)."""
+    from study.challenge import challenge_scores
+    from study.per_image import parse_counts
+
     out = []
     for td in tables:
         for cell in td.cell_runs:
             by_split: dict[str, list[dict]] = {}
             for r in cell.completed:
-                for split, scores in r.challenge.items():
-                    by_split.setdefault(split, []).append(scores)
+                for split in r.challenge:
+                    path = store.challenge_path(r.key, split)
+                    _, counts = parse_counts(path.read_bytes(), str(path))
+                    by_split.setdefault(split, []).append(challenge_scores(counts))
             for split, runs in by_split.items():
                 means = {m: 100 * float(np.mean([s[m] for s in runs if m in s])) for m in CHALLENGE_METRICS}
                 name = "test part" if split == "test" else dataset_label(split)

@@ -238,13 +238,15 @@ def collect_table(table: Table, store: Store, profile: str = "auto", overrides: 
     complexity: dict[str, dict[str, list[float]]] = {}
     for c in cell_runs:
         data = by_id[c.row.id]
+        # Every number from the pooled counts a (verified) record vouches for, never its summary fields.
+        test_scores = [(r, r.scores("test")) for r in c.completed]
         for m in METRICS:
-            values = [(100 * r.test[m], f"s{r.seed}") for r in c.completed if r.test.get(m) is not None]
+            values = [(100 * sc[m], f"s{r.seed}") for r, sc in test_scores if sc is not None and sc.get(m) is not None]
             if values:
                 data.cells[f"{c.dataset}_{m}"] = Cell(tuple(v for v, _ in values), tuple(s for _, s in values))
         for r in c.completed:
             for e in external:
-                metrics = r.external.get(e) or {}
+                metrics = r.scores(e) or {}
                 for m in METRICS:
                     if metrics.get(m) is not None:
                         pooled.setdefault((c.row.id, f"{e}_{m}"), []).append(

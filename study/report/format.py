@@ -23,12 +23,27 @@ _LATEX_SPECIAL = {
 }
 
 
+# Lower-case Greek as math symbols (pdflatex's text fonts have no Greek); upper case where LaTeX has one.
+_GREEK = {chr(0x3B1 + i): name for i, name in enumerate(
+    ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu",
+     "xi", "", "pi", "rho", "varsigma", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega"]) if name}
+_GREEK.update({"Γ": "Gamma", "Θ": "Theta", "Λ": "Lambda", "Ξ": "Xi", "Π": "Pi", "Σ": "Sigma", "Φ": "Phi",
+               "Ψ": "Psi", "Ω": "Omega"})
+
+
 def _ascii(ch: str) -> str:
-    """A character pdflatex may not know, as its closest ASCII letters ("é" -> "e"), or "?"."""
+    """A character outside ASCII as pdflatex typesets it: Latin letters with accents as themselves
+    (the report loads inputenc utf8 and T1 fonts, which have them), Greek as math, anything else as
+    its closest ASCII letters ("ﬁ" -> "fi"), or its code point ("[U+4E2D]") where pdflatex's
+    fonts have no glyph for it (CJK, most symbols)."""
     if ch.isascii():
         return ch
+    if "\u00c0" <= ch <= "\u017f" and ch not in "\u00d7\u00f7":  # Latin-1 letters, Latin Extended-A
+        return ch
+    if ch in _GREEK:
+        return f"$\\{_GREEK[ch]}$"
     folded = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
-    return folded or "?"
+    return folded or f"[U+{ord(ch):04X}]"
 
 
 def latex_escape(text) -> str:

@@ -66,6 +66,7 @@ def write_run(
     record = {
         "run_id": key.id, "config_hash": config.hash, "seed": seed, "status": status,
         "reason": reason, "rows": [row.id], "config": config.to_dict(), "epochs_done": config.train.epochs,
+        "history": [{"epoch": e + 1, "train_loss": 1.0 / (e + 1)} for e in range(config.train.epochs)],
     }
     pooled = {}
     if status == Status.COMPLETED.value:
@@ -73,17 +74,20 @@ def write_run(
             ids = ids if ids is not None else [f"img{i:04d}" for i in range(len(counts))]
             test = PooledMetrics.from_counts(counts).as_dict()
         else:
-            if dsc is None and iou is None:
-                raise ValueError("write_run: give iou/dsc or counts for a completed run")
+            if (dsc is None) == (iou is None):
+                # one pooled confusion matrix has one IoU for each DSC: both cannot be chosen
+                raise ValueError("write_run: give iou or dsc (not both), or counts, for a completed run")
             dsc = dsc if dsc is not None else 2 * iou / (1 + iou)
-            iou = iou if iou is not None else dsc / (2 - dsc)
-            test = {"iou": iou, "dsc": dsc}
             ids, counts = ["pooled"], _counts_near(dsc)  # one row standing for the pooled matrix
+            test = PooledMetrics.from_counts(counts).as_dict()  # what the counts give, as a record must
         pooled["test"] = _write_split(store, key, "test", ids, counts)
+        external_scores = {}
         for name, metrics in (external or {}).items():
-            pooled[name] = _write_split(store, key, name, ["pooled"], _counts_near(metrics.get("dsc", 0.9)))
+            near = _counts_near(metrics.get("dsc", 0.9))
+            pooled[name] = _write_split(store, key, name, ["pooled"], near)
+            external_scores[name] = PooledMetrics.from_counts(near).as_dict()
         atomic_write_bytes(store.model_path(key), b"constructed run: no weights\n")
-        record.update(test=test, external=external or {}, params=params, gmacs_thop=gmacs, wall_time_s=1.0,
+        record.update(test=test, external=external_scores, params=params, gmacs_thop=gmacs, wall_time_s=1.0,
                       selection={"mode": "paper", "split": "test", "epoch": config.train.epochs})
     typed = replace(RunRecord.from_json(record, "constructed record"), pooled=pooled)
     if typed.completed:

@@ -40,7 +40,7 @@ def _partition(config: RunConfig, seed: int, cache):
                             "expected isic2017 or isic2018")
         release = split_from_release(d.dataset, dict(zip(cache.ids, cache.meta["parts"])))
         split, holdout = release.split, None
-        if config.train.selection == "holdout":
+        if config.train.selection == "holdout" and not config.selects_on_train_loss:
             if release.validation:  # the release's Validation part selects
                 holdout = Holdout(split.train, release.validation, d.split_seed, 0.0,
                                   "the release's Validation part")
@@ -49,7 +49,7 @@ def _partition(config: RunConfig, seed: int, cache):
         return split, holdout, {**release.describe(), "manifest": None, "seed": None}
     split, manifest, _ = ensure_split(d.dataset, cache.ids, seed=d.split_seed, train_fraction=d.train_fraction)
     holdout = None
-    if config.train.selection == "holdout":
+    if config.train.selection == "holdout" and not config.selects_on_train_loss:  # no holdout it would not use
         holdout = carve_holdout(split.train, fraction=d.holdout_fraction, seed=d.split_seed)
     return split, holdout, {"manifest": str(manifest), "train": len(split.train), "test": len(split.test),
                             "seed": split.seed, "method": split.method}
@@ -67,7 +67,7 @@ def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = 
     split, holdout, split_info = _partition(config, seed, cache)
     fit_ids = holdout.fit if holdout is not None else split.train
     transforms = TransformConfig(normalization=d.normalization, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation,
-                                 rotation_interpolation=d.rotation_interpolation, mask_targets=d.mask_targets)
+                                 rotation_frame=d.rotation_frame, mask_targets=d.mask_targets)
     norm = compute_norm_stats(cache.images(), cache.indices(fit_ids)) if d.normalization == "official" else None
     evaluation = transforms.for_evaluation()
 

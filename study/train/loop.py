@@ -190,6 +190,7 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         totals: dict[str, torch.Tensor] = {}
+        batch_total, steps = None, 0  # the mean of per-batch losses: the release's distillation selection
         n, step_s, data_s = 0, 0.0, 0.0
         on_cpu = torch.device(self.device).type == "cpu"
         iterator = iter(batches)
@@ -212,6 +213,8 @@ class Trainer:
             self.optimizer.step()
             bs = images.shape[0]
             n += bs
+            batch_total = loss.detach() if batch_total is None else batch_total + loss.detach()
+            steps += 1
             for k, v in {"loss": loss, **terms}.items():
                 v = v.detach() * bs if torch.is_tensor(v) else torch.tensor(float(v) * bs)
                 totals[k] = totals[k] + v if k in totals else v
@@ -221,6 +224,8 @@ class Trainer:
             raise RunFailed(f"non-finite loss ({sums['loss']}) in epoch {epoch + 1}")
         self.scheduler.step()
         entry = {"epoch": epoch + 1, "lr": lr, "train_loss": sums["loss"] / n}
+        if self.config.selects_on_train_loss:
+            entry["train_loss_per_batch"] = float(batch_total) / steps
         entry.update({f"train_{k}": v / n for k, v in sums.items() if k != "loss"})
         selecting = time.perf_counter()
         self.select(entry)
@@ -233,7 +238,7 @@ class Trainer:
         """Keep the best weights so far: lowest loss on the selection split, or lowest training
         loss for a student chosen as the release chooses it (``distill.selection``)."""
         if self.config.selects_on_train_loss:
-            loss = entry["train_loss"]
+            loss = entry["train_loss_per_batch"]
         elif self.data.selection is None:
             return
         else:

@@ -264,6 +264,9 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     trainer = Trainer.set_up(ctx.config, ctx.key, ctx.store, data, teacher, device)
     if trainer.resume():
         record["resumed_from_epoch"] = trainer.epoch
+    # The checkpoint is the truth about progress: a run resumed after its last epoch (stopped
+    # while it evaluated or sealed) seals the history and epoch count it holds.
+    record.update(epochs_done=trainer.epoch, history=trainer.history)
     # Which kernels ran changes float rounding, not the function: provenance, not identity (like threads).
     # The top-level fields are this attempt's; every attempt keeps its own, so a run resumed on
     # another node or device shows it.
