@@ -114,6 +114,18 @@ def _verdict(row_id: str, quantity: str, ours_ok: bool | None) -> Verdict:
     return Verdict("match" if ours_ok else "MISMATCH")
 
 
+def paper_verdicts(row_id: str, params: int | None, gmacs: float | None, paper_params: str | None,
+                   paper_flops: str | None) -> tuple[Verdict, Verdict]:
+    """(params, FLOPs) verdicts of counted values against the paper's printed ones."""
+    params_ok = None
+    if params is not None and number(paper_params) is not None:
+        params_ok = _matches_printed(params / 1e6, paper_params)
+    flops_ok = None
+    if gmacs is not None and number(paper_flops) is not None:
+        flops_ok = abs(gmacs - number(paper_flops)) <= FLOPS_TOLERANCE * number(paper_flops)
+    return _verdict(row_id, "params", params_ok), _verdict(row_id, "flops", flops_ok)
+
+
 @dataclass(frozen=True)
 class ComplexityRow:
     table: str
@@ -147,14 +159,9 @@ def measure_row(row, size: int = 256, with_ptflops: bool = True) -> ComplexityRo
     in_channels = getattr(row.model_config(), "in_channels", 3)
     gmacs_thop = macs_thop(model, size, in_channels) / 1e9
     gmacs_ptflops = macs_ptflops(model, size, in_channels) / 1e9 if with_ptflops else None
-    params_ok = _matches_printed(params / 1e6, paper_params) if number(paper_params) is not None else None
-    flops_ok = None
-    if number(paper_flops) is not None:
-        flops_ok = abs(gmacs_thop - number(paper_flops)) <= FLOPS_TOLERANCE * number(paper_flops)
-    return ComplexityRow(
-        row.table, row.id, row.name, params, gmacs_thop, gmacs_ptflops, paper_params, paper_flops,
-        _verdict(row.id, "params", params_ok), _verdict(row.id, "flops", flops_ok),
-    )
+    params_verdict, flops_verdict = paper_verdicts(row.id, params, gmacs_thop, paper_params, paper_flops)
+    return ComplexityRow(row.table, row.id, row.name, params, gmacs_thop, gmacs_ptflops, paper_params, paper_flops,
+                         params_verdict, flops_verdict)
 
 
 def format_rows(rows: list[ComplexityRow]) -> str:

@@ -11,3 +11,11 @@ class ConfigError(StudyError, ValueError):
 
 class DataError(StudyError):
     """A dataset root, file or pair is missing, unreadable or malformed."""
+
+
+def did_you_mean(name: str, known) -> str:
+    """" (did you mean 'table3'?)" for a misspelt name close to a known one, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -58,6 +58,13 @@ def export_index(store: Store, path: Path) -> Path:
     frame = run_index(store)
     path = Path(path)
     if path.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401  the parquet writer pandas uses
+        except ImportError:
+            from study.errors import ConfigError
+
+            raise ConfigError(f"{path}: writing parquet needs pyarrow: pip install 'ultralbm-study[parquet]' "
+                              "(or export to a .csv)") from None
         frame.to_parquet(path, index=False)
     else:
         frame.to_csv(path, index=False)

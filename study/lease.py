@@ -98,11 +98,13 @@ class Holder:
     token: str | None
     age_s: float  # since the file was last written, on the file system's clock
     alive: bool
+    store_clock: bool = True  # False: the folder is not writable here, so the age is by this host's clock
 
     def describe(self) -> str:
         if self.host is None:
             return f"an unreadable lease (lease.{self.generation})"
-        return f"host {self.host}, pid {self.pid}, last heartbeat {max(0.0, self.age_s):.0f} s ago"
+        clock = "" if self.store_clock else " by this host's clock (the store is read-only here)"
+        return f"host {self.host}, pid {self.pid}, last heartbeat {max(0.0, self.age_s):.0f} s ago{clock}"
 
 
 class RunLease:
@@ -126,28 +128,36 @@ class RunLease:
             return []
         return sorted(int(m.group(1)) for m in map(_NAME.fullmatch, names) if m)
 
-    def _now(self) -> float:
+    def _now(self) -> tuple[float, bool]:
+        """(now, on the store's clock). A folder this process cannot write (a labmate reading the
+        store, a read-only mount, a full disk) leaves only this host's clock: good enough to show,
+        and taking over needs a writable folder anyway."""
         try:
-            return store_now(self.dir)
-        except OSError:  # a read-only or full store: the lease file's own age cannot be judged
-            return float("-inf")  # every lease then counts as fresh: nothing is taken over blindly
+            return store_now(self.dir), True
+        except OSError:
+            return time.time(), False
 
-    def _read(self, generation: int, now: float | None = None) -> Holder | None:
+    def _read(self, generation: int, now: tuple[float, bool] | None = None) -> Holder | None:
         path = self._path(generation)
+        clock, on_store = now or self._now()
         try:
-            mtime = path.stat().st_mtime
-            age = (self._now() if now is None else now) - mtime
-            data = json.loads(path.read_text())
-            host, pid, token = str(data["host"]), int(data["pid"]), str(data["token"])
+            with open(path, "rb") as fh:  # open first: NFS revalidates its cached attributes on open
+                age = clock - os.fstat(fh.fileno()).st_mtime
+                text = fh.read()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError:
+            return Holder(generation, None, None, None, 0.0, True, on_store)
+        try:
+            data = json.loads(text)
+            host, pid, token = str(data["host"]), int(data["pid"]), str(data["token"])
+        except (ValueError, KeyError, TypeError):
             # Being written right now, or left empty by a holder that died writing it.
-            return Holder(generation, None, None, None, age, age <= self.lease_s)
+            return Holder(generation, None, None, None, age, age <= self.lease_s, on_store)
         alive = age <= self.lease_s
         if alive and host == socket.gethostname():
             alive = pid_alive(pid)
-        return Holder(generation, host, pid, token, age, alive)
+        return Holder(generation, host, pid, token, age, alive, on_store)
 
     def holder(self) -> Holder | None:
         """The live holder of this run, if any."""

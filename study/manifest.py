@@ -84,9 +84,14 @@ class ManifestDiff:
 
 
 def compare_manifest(store: Store, published: dict[str, dict]) -> ManifestDiff:
-    """What differs between the store now and a published manifest's runs."""
+    """What differs between the store now and a published manifest's runs (a run that no longer
+    verifies, its files edited or truncated, is changed, with the reason; not removed)."""
     now = run_entries(store)
-    diff = ManifestDiff(added=sorted(set(now) - set(published)), removed=sorted(set(published) - set(now)))
+    damaged = {r.run_id: r.reason for r in store.records() if r.status.value == "damaged"}
+    gone = set(published) - set(now)
+    diff = ManifestDiff(added=sorted(set(now) - set(published)), removed=sorted(gone - set(damaged)))
+    for run_id in sorted(gone & set(damaged)):
+        diff.changed[run_id] = f"damaged: {damaged[run_id]}"
     for run_id in sorted(set(now) & set(published)):
         before, after = published[run_id], now[run_id]
         files = sorted(n for n in set(before["files"]) | set(after["files"])

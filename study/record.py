@@ -197,6 +197,8 @@ class _Parser:
     def number(self, value, name: str, *, integer=False, optional=True, minimum=None, allow_nan=False):
         if value is None and optional:
             return None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**62:
+            self.fail(f"field '{name}': {str(value)[:30]}... is too large to be a count or a score")
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if ok and allow_nan and not integer and math.isnan(value):
             return value  # a score undefined on this split (no foreground anywhere)

@@ -182,6 +182,13 @@ class Store:
     def model_path(self, key: RunKey) -> Path:
         return self.run_dir(key) / MODEL_FILE
 
+    def curves_path(self, key: RunKey) -> Path:
+        """The run's training curves, drawn when it completes (derived from its history: not sealed)."""
+        return self.run_dir(key) / "curves.png"
+
+    def tensorboard_dir(self, key: RunKey) -> Path:
+        return self.run_dir(key) / "tensorboard"
+
     def checkpoint_path(self, key: RunKey, which: str = "last") -> Path:
         if which not in ("last", "best"):
             raise ValueError(which)
@@ -209,8 +216,9 @@ class Store:
             return RunRecord.damaged(key, f"{path}: cannot read ({exc.strerror or exc})")
         try:
             record = RunRecord.from_json(json.loads(data), str(path))
-        except (ValueError, RecordError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            text = str(exc) if isinstance(exc, RecordError) else f"{path}: not valid JSON ({exc})"
+        except (ValueError, RecordError, OverflowError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+            text = (str(exc) if isinstance(exc, RecordError) else f"{path}: holds a number too large ({exc})"
+                    if isinstance(exc, OverflowError) else f"{path}: not valid JSON ({exc})")
             return RunRecord.damaged(key, text)
         if record.key != key:
             return RunRecord.damaged(key, f"{path}: holds run {record.key.id}, not {key.id}")

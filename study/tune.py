@@ -84,56 +84,94 @@ def default_storage(store: Store, study_name: str) -> str:
     return str(store.root / "tune" / f"{study_name}.journal")
 
 
-def open_storage(storage: str):
-    """A JournalStorage for a file path, else an RDB URL (sqlite://, postgresql://...)."""
+def open_storage(storage: str, read_only: bool = False):
+    """A JournalStorage for a file path, else an RDB URL (sqlite://, postgresql://...). ``read_only``
+    (``tune show``): nothing is created or repaired; the journal is read from a private copy, so a
+    labmate who can only read the store can look at a search."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     if "://" in storage:
         return optuna.storages.RDBStorage(storage)
     path = Path(storage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repair_journal(path)
+    if read_only:
+        if not path.is_file():
+            raise ConfigError(f"no search journal at {path}; start a search with `study tune distill`")
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix="study-tune-show-")) / path.name
+        shutil.copyfile(path, copy)
+        repair_journal(copy, log=lambda line: None, lock=False)
+        path = copy
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_journal(path)
     # The open-lock (O_EXCL on a lock file) works on NFS, unlike symlinks on some mounts.
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
-JOURNAL_TAIL = 1 << 20  # bytes read from the end to find the last record (one record is far smaller)
+def _record_start(line: bytes) -> int | None:
+    """Where the last whole journal record in a bad line starts: a worker killed mid-write leaves a
+    fragment, and the next writer's record is glued after it (``{"op_code"`` starts each record)."""
+    at = line.rfind(b'{"op_code"')
+    while at > 0:
+        try:
+            json.loads(line[at:])
+            return at
+        except ValueError:
+            at = line.rfind(b'{"op_code"', 0, at)
+    return None
 
 
-def repair_journal(path: Path, log=None) -> Path | None:
-    """A journal whose last record is torn (a worker killed mid-write: no final newline, or a line
-    that is not JSON) would have the next write glued onto the fragment, and Optuna then fails to
-    read the study. Under the journal's own lock, the fragment is cut off and kept beside the journal
-    (``<journal>.torn-<time>-<pid>``); returns that file, or None when the journal is whole."""
+def repair_journal(path: Path, log=None, lock: bool = True) -> Path | None:
+    """Set aside every torn record of an Optuna journal, under the journal's own lock.
+
+    A worker killed mid-append leaves a fragment without its newline; the next worker's record is
+    then glued onto it and Optuna can no longer read the study. Each line that is not one JSON
+    record keeps the whole record glued at its end (if any) and loses the fragment before it, which
+    goes to ``<journal>.torn-<time>-<pid>``; the journal is rewritten in place atomically. Returns
+    that file, or None when the journal is whole."""
     from optuna.storages.journal import JournalFileOpenLock
 
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    lock = JournalFileOpenLock(str(path))
-    lock.acquire()
+    guard = JournalFileOpenLock(str(path)) if lock else None
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            fh.seek(max(0, size - JOURNAL_TAIL))
-            tail = fh.read()
-        start = size - len(tail)
-        cut = tail.rfind(b"\n") + 1  # the end of the last whole line (0: none in the tail)
-        if cut == len(tail):  # ends with a newline: the last line must be a record
-            previous = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+        if guard is not None:
+            guard.acquire()
+    except OSError as exc:  # a journal this process may only read: leave it as it is
+        (log or _stderr)(f"{path}: not checked for torn records ({exc.strerror or exc})")
+        return None
+    try:
+        kept, torn = [], []
+        for line in path.read_bytes().splitlines(keepends=True):
+            body = line.rstrip(b"\r\n")
             try:
-                json.loads(tail[previous:])
-                return None
+                json.loads(body)
+                whole = line.endswith(b"\n")
             except ValueError:
-                cut = previous
-        fragment = tail[cut:]
+                whole = False
+            if whole:
+                kept.append(line)
+                continue
+            start = _record_start(body) if line.endswith(b"\n") else None
+            torn.append(body if start is None else body[:start])
+            if start is not None:
+                kept.append(body[start:] + b"\n")
+        if not torn:
+            return None
         aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-        aside.write_bytes(fragment)
-        os.truncate(path, start + cut)
+        aside.write_bytes(b"\n".join(torn) + b"\n")
+        fresh = path.with_name(f".{path.name}.repair-{os.getpid()}")
+        fresh.write_bytes(b"".join(kept))
+        os.replace(fresh, path)
     finally:
-        lock.release()
-    (log or _stderr)(f"{path}: its last record was torn ({len(fragment)} bytes, a worker killed while writing "
-                     f"it); set aside as {aside.name}, and the search goes on from the records before it")
+        if guard is not None:
+            guard.release()
+    size = sum(len(t) for t in torn)
+    (log or _stderr)(f"{path}: {len(torn)} torn record(s) ({size} bytes, a worker killed while writing); set "
+                     f"aside as {aside.name}, and the search goes on from the whole records")
     return aside
 
 
@@ -160,7 +198,7 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def load_study(spec: TuneSpec, create: bool = True):
+def load_study(spec: TuneSpec, create: bool = True, read_only: bool = False):
     import optuna
 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.prune_startup_trials,
@@ -171,7 +209,7 @@ def load_study(spec: TuneSpec, create: bool = True):
         return optuna.create_study(study_name=spec.study_name, storage=open_storage(spec.storage),
                                    direction="maximize", pruner=pruner, sampler=sampler, load_if_exists=True)
     try:
-        return optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.storage),
+        return optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.storage, read_only),
                                  pruner=pruner, sampler=sampler)
     except KeyError:
         raise ConfigError(f"no study {spec.study_name!r} in {spec.storage}; start it with `study tune distill`") from None
@@ -217,9 +255,15 @@ def _alive(trial, spec: TuneSpec) -> bool:
             return True
     path = _beat_path(spec, trial.number)
     try:
-        return store_now(path.parent) - path.stat().st_mtime < spec.grace_seconds
+        with open(path, "rb") as fh:
+            beat = os.fstat(fh.fileno()).st_mtime
     except OSError:
-        return False
+        return False  # never beat: a worker that died before its first heartbeat
+    try:
+        now = store_now(path.parent)
+    except OSError:  # a folder this process cannot write: this host's clock, as leases do
+        now = time.time()
+    return now - beat < spec.grace_seconds
 
 
 def reap_dead_trials(study, spec: TuneSpec, log=print) -> int:

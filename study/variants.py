@@ -15,7 +15,7 @@ from pathlib import Path
 
 from study.canonical import reject_unknown as _unknown
 from study.config import RunConfig, merge
-from study.errors import ConfigError
+from study.errors import ConfigError, did_you_mean
 from study.models.registry import get_entry, make_config
 from study.record import check_row_id, check_table_id
 
@@ -247,7 +247,8 @@ def find_row(row_id: str, root: Path = VARIANTS_DIR) -> Row:
         for r in table.rows:
             if r.id == row_id:
                 return r
-    raise ConfigError(f"unknown table or row {row_id!r}; see `python -m study list`")
+    names = [t.id for t in load_tables(root).values()] + [r.id for t in load_tables(root).values() for r in t.rows]
+    raise ConfigError(f"unknown table or row {row_id!r}{did_you_mean(row_id, names)}; see `python -m study list`")
 
 
 def select_rows(names: list[str], root: Path = VARIANTS_DIR) -> list[Row]:

@@ -130,7 +130,7 @@ def test_table1_t_row_is_the_full_strategy_student_and_plans_its_teacher_first()
 def test_show_names_the_teacher(capsys):
     from study.cli import main
 
-    assert main(["show", "ultralbm-t", "--dataset", "isic2017"]) == 0
+    assert main(["show", "ultralbm-t", "--dataset", "isic2017", "--full"]) == 0
     out = capsys.readouterr().out
     assert '"soft": 0.5' in out and '"attention": 0.2' in out and '"grad": 0.3' in out
     assert "distillation student: its teacher is config" in out and "the runs of ultralbm)" in out

@@ -50,8 +50,8 @@ def test_figures_open_as_images(report):
     # each figure in its own float, printed at the size it is drawn: a panel is as wide in both
     text = (report.out_dir / "report.tex").read_text()
     assert "0.49\\linewidth" not in text and text.count("{fig2") == 2
-    assert r"\includegraphics[width=0.550\linewidth]{fig2.pdf}" in text  # one panel: Synthetic
-    assert r"\includegraphics[width=1.000\linewidth]{fig2_paper.pdf}" in text  # ISIC 2017 and ISIC 2018
+    assert r"\includegraphics[width=0.550\linewidth,height=0.36\textheight,keepaspectratio]{fig2.pdf}" in text
+    assert r"\includegraphics[width=1.000\linewidth,height=0.36\textheight,keepaspectratio]{fig2_paper.pdf}" in text
     assert r"\renewcommand{\thefigure}{2a}" in text and r"\renewcommand{\thefigure}{2b}" in text
 
 
@@ -91,9 +91,10 @@ def test_partial_and_empty_stores_render(tmp_path):
     result = build_report(Store(tmp_path / "empty"), tmp_path / "out", ["table6"], fmt="markdown", figure=False,
                           n_boot=50)
     assert result.notes and "holds no runs" in result.notes[0]
-    md = (tmp_path / "out" / "table6.md").read_text()
-    # no runs: the compact table, Params and FLOPs counted from the models
-    assert "| w/o | 0.034 | 0.059 |" in md and "No runs under profile paper (ISIC 2017) yet" in md
+    assert not (tmp_path / "out" / "table6.md").exists()  # no runs: the table is named, not printed
+    complexity = (tmp_path / "out" / "complexity.md").read_text()
+    assert "| 6 | w/o | 0.034* | 0.034 | 0.059* | 0.060 | match |" in complexity  # counted from the models
+    assert "Table 6 has no runs under profile paper" in (tmp_path / "out" / "report.md").read_text()
     assert "Cannot be judged" in (tmp_path / "out" / "audit.md").read_text()
     assert (tmp_path / "out" / "report.md").is_file()
 
@@ -140,10 +141,11 @@ def test_cli_names_the_files_an_earlier_report_left(tmp_path):
     store = Store(tmp_path)
     for seed in (0, 1):
         write_run(store, TABLES["table6"].row("t6-none"), None, seed, "smoke", dsc=0.85 + seed / 100)
+        write_run(store, TABLES["table3"].row("t3-single-direction"), None, seed, "smoke", dsc=0.8)
     common = ("--results", str(tmp_path), "--format", "csv", "--no-figure", "--no-audit")
-    first = _cli(*common, "--tables", "3,6")
+    first = _cli(*common, "--tables", "3,6,7")
     assert first.returncode == 0, first.stderr
-    assert "Table 3: profile smoke, no runs (compact: Params and FLOPs)" in first.stdout
+    assert "Table 7: profile smoke, no runs (not shown in full" in first.stdout
     assert "Table 6: profile smoke, 2 seed(s) per cell" in first.stdout
     second = _cli(*common, "--tables", "6")
     assert second.returncode == 0, second.stderr

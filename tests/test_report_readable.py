@@ -171,27 +171,29 @@ def test_a_smoke_report_says_once_which_tables_have_runs(smoke_store, tmp_path):
     assert cover["table7"].compact and not cover["table7"].has_runs
     summary = " ".join(result.summary)
     assert summary.startswith("Tables with runs: Table 3 (every row; profile smoke, Synthetic, 3 seeds per cell).")
-    assert ("Shown compactly, with Params and FLOPs counted from each row's model: Tables 1, 2, 4, 5, 6 and R hold "
-            "only their “(Ours)” row: the same runs as Table 3, shown there; Table 7 has no runs under profile "
-            "smoke.") in summary
+    assert ("Not shown in full (every row's Params and FLOPs are in the complexity table): Tables 1, 2, 4, 5, 6 "
+            "and R hold only their “(Ours)” row: the same runs as Table 3, shown there; Table 7 has no runs under "
+            "profile smoke.") in summary
     report = (tmp_path / "out" / "report.tex").read_text()
     assert report.count("Tables with runs:") == 1 and "Table 2: profile" not in report
 
 
-def test_tables_without_runs_of_their_own_are_compact(smoke_store, tmp_path):
+def test_only_tables_with_runs_in_full_and_one_complexity_table(smoke_store, tmp_path):
     build_report(smoke_store, tmp_path / "out", n_boot=20, figure=False)
-    t7 = (tmp_path / "out" / "table7.tex").read_text()
-    assert r"\begin{tabular}{lcc}" in t7 and "IoU" not in t7 and "--" not in t7.split(r"\midrule")[1]
-    assert "Profile paper" not in t7 and "300 epochs" not in t7
-    assert "No runs under profile smoke (Synthetic) yet: python -m study run table7 -{}-seeds 3 -{}-profile smoke" in t7
-    t1 = (tmp_path / "out" / "table1.tex").read_text()
-    assert r"\begin{tabular}{lcc}" in t1 and "Synthetic}" not in t1
-    assert ("No runs of its own under profile smoke (Synthetic): ``UltraLBM-UNet (Ours)'' shares the runs of "
-            "Table 3") in t1
-    body = t1.split(r"\midrule")[1].split(r"\bottomrule")[0]
-    assert body.count("--") == 0  # every Params and FLOPs cell filled (counted)
-    t3 = (tmp_path / "out" / "table3.tex").read_text()
+    out = tmp_path / "out"
+    assert not (out / "table7.tex").exists() and not (out / "table1.tex").exists()  # named once, not repeated
+    t3 = (out / "table3.tex").read_text()
     assert r"\begin{tabular}{lcccc}" in t3 and "IoU" in t3  # the table with runs, in full
+    complexity = (out / "complexity.md").read_text()
+    lines = [line for line in complexity.splitlines() if line.startswith("| ") and not line.startswith("| Table")]
+    names = {line.split(" | ")[1] for line in lines}
+    assert {"U-Net", "w/o", "Full Strategy (Ours)", "UltraLBM-UNet-T (Ours)"} <= names
+    for line in lines:  # every row of every table: counted (*) where it has no run, beside the paper's value
+        assert "–" not in line.split(" | ")[2], line
+    assert "| 3 | DWConv + 2 Bi-Mamba + Identity (Ours) | 0.034 |" in complexity  # from its runs: no *
+    t7 = next(line for line in lines if line.startswith("| 7 | w/o Distill |")).split(" | ")
+    assert t7[2].endswith("*") and t7[3] == "0.011" and t7[5] == "0.019"  # counted (fake counts here), the paper's
+    assert "\\input{complexity}" in (out / "report.tex").read_text()
 
 
 def test_a_smoke_table1_caption_names_both_datasets(tmp_path):
@@ -255,10 +257,13 @@ def test_files_of_an_earlier_report_are_removed_and_named(tmp_path):
     out.mkdir()
     (out / "table5.tex").write_text("% my own notes\n")  # a report-like name no report recorded
     (out / "notes.txt").write_text("mine\n")
-    first = build_report(store, out, ["table3", "table6"], figure=False, n_boot=20)
+    for seed in range(2):  # Tables 3 and 6 each with a row of its own
+        write_run(store, TABLES["table3"].row("t3-single-direction"), None, seed, "smoke", dsc=0.8)
+        write_run(store, TABLES["table6"].row("t6-none"), None, seed, "smoke", dsc=0.81)
+    first = build_report(store, out, ["table3", "table6"], figure=False, n_boot=20, fmt="latex", pdf=False)
     assert {"table3.tex", "table6.tex"} <= set((out / MANIFEST).read_text().split())
     assert first.removed == [] and any("table5.tex" in n and "left alone" in n for n in first.notes)
-    second = build_report(store, out, ["table6"], figure=False, n_boot=20)
+    second = build_report(store, out, ["table6"], figure=False, n_boot=20, fmt="latex", pdf=False)
     assert second.removed == ["table3.tex"] and not (out / "table3.tex").exists()
     assert any(n.startswith("removed 1 file(s) an earlier report wrote") and "table3.tex" in n for n in second.notes)
     assert (out / "table5.tex").read_text() == "% my own notes\n" and (out / "notes.txt").is_file()

@@ -157,8 +157,10 @@ def test_killed_run_is_resumed_not_restarted(tmp_path):
 
 
 def test_ctrl_c_leaves_nothing_falsely_completed(tmp_path):
+    # A run that cannot finish before the signal however slow this machine is (it used to be 30 epochs:
+    # on a busy machine the whole run could end before the test got to send SIGINT).
     args = ["run", "t6-none", "--seeds", "1", "--profile", "smoke", "--set", "data.synthetic_count=40",
-            "--set", "train.epochs=30", "--threads", "1"]
+            "--set", "train.epochs=100000", "--threads", "1"]
     proc = cli(*args, results=tmp_path, wait=False)
     run_dir = _wait_for_epoch(tmp_path)
     os.kill(proc.pid, signal.SIGINT)

@@ -252,11 +252,35 @@ def test_a_torn_last_journal_record_is_set_aside_and_the_search_goes_on(tmp_path
     assert path.read_bytes() == whole
     torn = list(path.parent.glob("s.journal.torn-*"))
     assert len(torn) == 1 and torn[0].read_bytes().startswith(b'{"op_code": 4')
-    assert "its last record was torn" in capsys.readouterr().err
+    assert "1 torn record(s)" in capsys.readouterr().err
     trial = again.ask()  # the next write lands on a whole line
     again.tell(trial, 1.0)
     reread = optuna.load_study(study_name="s", storage=open_storage(str(path)))
     assert [t.state.name for t in reread.trials] == ["COMPLETE"]
+
+
+def test_a_record_glued_onto_a_torn_one_is_kept(tmp_path):
+    """The usual tear: a killed worker's fragment, then a live worker's record appended onto it."""
+    import optuna
+
+    from study.tune import open_storage
+
+    path = tmp_path / "s.journal"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)), direction="maximize")
+    lines = path.read_bytes().splitlines(keepends=True)
+    fragment = b'{"op_code": 4, "worker_id": "dead", "study_'
+    study.enqueue_trial({"x": 0.5})  # appended after the fragment: glued to it
+    after = path.read_bytes()[sum(map(len, lines)):]
+    path.write_bytes(b"".join(lines) + fragment + after)
+    again = optuna.load_study(study_name="s", storage=open_storage(str(path)))
+    assert [t.state.name for t in again.trials] == ["WAITING"]  # the glued record survived
+    assert (next(path.parent.glob("s.journal.torn-*")).read_bytes()) == fragment + b"\n"
+
+
+def test_tune_show_reads_a_journal_it_cannot_write_and_creates_nothing(tmp_path):
+    done = _cli("tune", "show", "--results", str(tmp_path / "store"))
+    assert done.returncode == 2 and "no search journal at" in done.stderr
+    assert not (tmp_path / "store").exists()
 
 
 def test_a_whole_journal_is_left_alone(tmp_path):
@@ -356,3 +380,50 @@ def test_a_self_looping_symlink_is_one_line_or_skipped(real_samples, tmp_path):
                                                     "symbolic links); expected a readable file")
     skipped = _cli("data", "check", "isic2017", "--root", str(root), "--skip-bad")
     assert skipped.returncode == 0 and "skipped 1 bad pair(s)" in skipped.stdout
+
+
+# ------------------------------------------------------------------ from the review of the above
+
+
+def test_a_reader_who_cannot_write_the_folder_judges_leases_by_its_own_clock(tmp_path, monkeypatch):
+    dead = _foreign_lease(tmp_path / "dead", age_s=3600)
+    live = _foreign_lease(tmp_path / "live", age_s=5)
+
+    def read_only(folder):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lease_mod, "store_now", read_only)
+    assert RunLease(tmp_path / "dead", lease_s=300).holder() is None  # not "0 s ago" forever
+    holder = RunLease(tmp_path / "live", lease_s=300).holder()
+    assert holder is not None and "by this host's clock" in holder.describe()
+    assert dead.exists() and live.exists()
+
+
+def test_a_record_sealed_without_history_by_an_older_harness_is_resealed_not_retrained(tmp_path):
+    store = Store(tmp_path)
+    config = tiny(train={"epochs": EPOCHS})
+    record = run_mod.train_run(config, 0, store, progress=False)
+    path = store.record_path(record.key)
+    data = json.loads(path.read_text())
+    data.pop("history")
+    data["epochs_done"] = 0
+    path.write_text(json.dumps(data))
+    again = run_mod.train_run(config, 0, store, progress=False)
+    assert again.completed and again.details["resumed_from_epoch"] == EPOCHS  # no epoch trained again
+    assert again.details["history"] == record.details["history"]
+
+
+def test_a_huge_number_in_a_record_is_damage_not_a_crash(tmp_path):
+    store = Store(tmp_path)
+    record = run_mod.train_run(tiny(train={"epochs": EPOCHS}), 0, store, progress=False)
+    path = store.record_path(record.key)
+    path.write_text(path.read_text().replace('"tp": ', '"tp": 1' + "0" * 400 + ', "x": ', 1))
+    assert store.load(record.key).status is Status.DAMAGED
+    assert [r.status for r in store.records()] == [Status.DAMAGED]
+
+
+def test_letters_t1_fonts_lack_are_spelt_with_their_nearest(tmp_path):
+    from study.report.format import latex_escape
+
+    assert latex_escape("Ħaŧŀ ſ") == "Hatl s"
+

@@ -102,6 +102,7 @@ def test_export_row_trains_and_is_reported(tmp_path):
               "--set", "train.epochs=2", results=tmp_path, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     report = cli("report", "--tables", "7", "--no-audit", "--no-figure", "--profile", "smoke",
+                 "--set", "data.synthetic_count=40", "--set", "train.epochs=2",  # as the runs were made
                  "--out", str(tmp_path / "rep"), results=tmp_path, env=env)
     assert report.returncode == 0, report.stdout + report.stderr
     assert "Tuned weights (t7-tuned)" in (tmp_path / "rep" / "table7.tex").read_text()

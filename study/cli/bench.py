@@ -77,6 +77,12 @@ def run(args) -> int:
     from study.train.numerics import apply as apply_numerics
 
     apply_numerics(args.device)  # before anything probes a kernel or starts cuBLAS
+    from study.launch.cpus import busy_cpus
+
+    busy = busy_cpus()
+    if busy:
+        print(f"warning: {busy} CPU(s) are busy with other work: these timings are unreliable (the ratios less so); "
+              "time it alone")
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"variant {row.id} ({row.name}); batch {args.batch}, {args.size}x{args.size}; "
           f"torch {torch.__version__}, {where}")
@@ -90,10 +96,11 @@ def run(args) -> int:
     backends = ["torch"] + ([kernel] if kernel in available_backends() else [])
     results = [bench_backend(row.build_model, b, args.batch, args.size, max(3, args.repeats // 2), args.device)
                for b in backends]
-    for r in results:
+    for r in results:  # the inference of ours was timed above against the reference: said once
         what = BACKEND_WORDS[r.backend]
-        print(f"  ours, {what + ':':28s} train step {r.train.median_s:.3f} s, "
-              f"inference {r.infer.median_s * 1e3:.1f} ms per image")
+        infer = "" if not args.no_reference and r is results[-1] else \
+            f", inference {r.infer.median_s * 1e3:.1f} ms per image"
+        print(f"  ours, {what + ':':28s} train step {r.train.median_s:.3f} s{infer}")
     if args.record:
         _record(args, row, results[-1], where)
     agree = True

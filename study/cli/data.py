@@ -9,7 +9,9 @@ DATASET_HELP = "isic2017, isic2018, ph2 or synthetic"
 
 def _add_source_options(parser: argparse.ArgumentParser, *, size_default: int | None = 256) -> None:
     parser.add_argument("dataset", metavar="DATASET", help=DATASET_HELP)
-    parser.add_argument("--root", metavar="PATH", help="dataset root (else STUDY_DATA_<NAME>, else the [data] config)")
+    parser.add_argument("--root", metavar="[DATASET=]PATH",
+                        help="dataset root, as DATASET=PATH or a bare PATH (else STUDY_DATA_<NAME>, else the "
+                             "[data] config)")
     parser.add_argument(
         "--include-test", action="store_true", help="also read the ISIC Test folders (not in the paper's pool)"
     )
@@ -56,10 +58,17 @@ def _progress(total: int, description: str):
     return default_progress(total, description)
 
 
+def _root(args) -> str | None:
+    """The --root of a data command: DATASET=PATH or a bare PATH (the dataset is named already)."""
+    from study.cli.train import parse_roots
+
+    return parse_roots([args.root], args.dataset).get(args.dataset) if args.root else None
+
+
 def _source(args):
     from study.data.layouts import get_dataset_source
 
-    return get_dataset_source(args.dataset, args.root, include_test=args.include_test, skip_bad=args.skip_bad)
+    return get_dataset_source(args.dataset, _root(args), include_test=args.include_test, skip_bad=args.skip_bad)
 
 
 def run_check(args) -> int:
@@ -69,7 +78,7 @@ def run_check(args) -> int:
 
     if not dataset_info(args.dataset).needs_root:
         return _check_synthetic(args)
-    source = scan_dataset(args.dataset, args.root, include_test=args.include_test)
+    source = scan_dataset(args.dataset, _root(args), include_test=args.include_test)
     report = check_source(
         source,
         skip_bad=args.skip_bad,

@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="LaTeX tables 1-7, the accuracy-vs-params figure, reproduced vs paper, and a claims audit",
+        help="the tables, figures and training curves, reproduced vs paper, a claims audit: PDF, HTML, Markdown",
         description="Render the paper's tables from the results store (mean ± std over seeds; best bold and "
         "second underlined where they stand apart by more than the larger std; – for gaps; Params and FLOPs of "
         "rows without runs counted from the model), Fig. 2 from our runs and from the paper's, every cell "
@@ -15,8 +15,9 @@ def register(sub) -> None:
     )
     p.add_argument("--tables", default=None, metavar="N,N,...", help="tables to render, e.g. 1,3,7 (default: all)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <results>/report)")
-    p.add_argument("--format", dest="fmt", default="latex", choices=("latex", "markdown", "csv"),
-                   help="table format (default latex; latex also writes the comparison and audit as Markdown)")
+    p.add_argument("--format", dest="fmt", default="all", choices=("all", "latex", "markdown", "html", "csv"),
+                   help="all (default): LaTeX (and report.pdf where pdflatex is installed), Markdown and one "
+                        "self-contained report.html; or just one format. Formats add up in one folder")
     p.add_argument("--profile", default="auto",
                    help="which runs fill the tables: a profile of variants/base.toml (paper, smoke, or your own), "
                    "or auto: per table, the first profile with completed runs (paper, smoke, then yours)")
@@ -29,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("--no-audit", dest="audit", action="store_false", help="skip the claims audit")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap draws for the audit's intervals (default 2000)")
-    p.add_argument("--pdf", action="store_true", help="also compile report.tex with pdflatex")
+    p.add_argument("--pdf", action="store_true", default=None,
+                   help="compile report.tex with pdflatex, or fail (default: when pdflatex is installed)")
+    p.add_argument("--no-pdf", dest="pdf", action="store_false", help="do not compile report.tex")
     p.add_argument("--seeds", type=int, default=None,
                    help="only seeds 0..N-1 (default: every stored seed), for tables and audit alike")
     p.set_defaults(func=run)
@@ -71,7 +74,8 @@ def run(args) -> int:
             shared = (f" (shares the runs of Table{'s' if len(cover.shared_with) > 1 else ''} "
                       f"{', '.join(cover.shared_with)})" if cover.shared_with else "")
             seeds = f"no runs of its own{shared}" if cover.has_runs else "no runs"
-            print(f"Table {td.number}: profile {td.profile}, {seeds}{failed} (compact: Params and FLOPs)")
+            print(f"Table {td.number}: profile {td.profile}, {seeds}{failed} (not shown in full; its Params "
+                  "and FLOPs are in the complexity table)")
         else:
             print(f"Table {td.number}: profile {td.profile}, {n} seed(s) per cell{failed}")
     for a in result.audits:

@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--cluster", default=None, help="slurm: cluster profile name in slurm/")
     p.add_argument("--dry-run", action="store_true", help="print the plan and an estimate of its cost, run nothing")
     add_run_options(p)
+    p.add_argument("--track", choices=("none", "tensorboard"), default="none",
+                   help="tensorboard: event files in each run's folder (needs the 'track' extra); default none")
+
     p.set_defaults(func=run)
 
 
@@ -66,6 +69,16 @@ def plan_from_args(args, store):
     return plan
 
 
+def human_duration(seconds: float, prefix: str = "") -> str:
+    """"42 s", "3.5 min", "8.0 h", "20.1 days" (with ``prefix``: "8.0 CPU-hours")."""
+    units = [(86400, "days"), (3600, "hours"), (60, "minutes")] if prefix else [(86400, "days"), (3600, "h"),
+                                                                                 (60, "min")]
+    for size, name in units:
+        if seconds >= 2 * size or (size == 60 and seconds >= size):
+            return f"{seconds / size:.1f} {prefix}{name}"
+    return f"{seconds:.0f} {prefix}seconds" if prefix else f"{seconds:.0f} s"
+
+
 def print_estimate(plan, store, args) -> None:
     """Each run's estimated cost, and the plan's total in CPU-minutes or, on a GPU cluster, GPU-hours."""
     from study.plan import cost_rates, estimate_seconds, measured_wall_times
@@ -101,8 +114,8 @@ def print_estimate(plan, store, args) -> None:
 
         share = local_share([r.config.data.size for r in plan.todo], args.jobs, args.threads)
     jobs = share.jobs if share else 1
-    print(f"estimated cost: {total / 60:.1f} CPU-minutes of training"
-          + (f", about {total / jobs / 60:.1f} min with {jobs} runs at once" if jobs > 1 else "")
+    print(f"estimated cost: {human_duration(total, 'CPU-')} of training"
+          + (f", about {human_duration(total / jobs)} with {jobs} runs at once" if jobs > 1 else "")
           + " (from completed runs of the same config, recorded epoch times or bench figures where there are "
           "any; otherwise a rough 2-core CPU figure)")
 
@@ -117,6 +130,7 @@ def run(args) -> int:
     plan = plan_from_args(args, store)
     if args.dry_run:
         print_estimate(plan, store, args)
+        check_data_roots(plan.todo, parse_roots(args.roots))  # a dataset the runs would miss: said now
         return 0
     if not plan.todo:
         print("nothing to do" if not plan.holders else
@@ -126,6 +140,7 @@ def run(args) -> int:
     roots = parse_roots(args.roots)
     check_data_roots(plan.todo, roots)
     options = {"jobs": args.jobs, "threads": args.threads} if args.launcher == "local" else {"cluster": args.cluster}
+    options["track"] = args.track
     launcher = get_launcher(args.launcher, **options)
     report = launcher.launch(plan.todo, store, roots=roots, log=print)
     if report.submitted:

@@ -14,7 +14,9 @@ def states() -> tuple[str, ...]:
 
 def register(sub) -> None:
     p = sub.add_parser("status", help="per row and dataset: completed, failed (with reason), running, missing")
-    p.add_argument("tables", nargs="*", metavar="TABLE", help="tables to show (default: all)")
+    p.add_argument("tables", nargs="*", metavar="TABLE",
+                   help="tables to show row by row (default: a one-line summary of each table and profile with runs)")
+    p.add_argument("--all", action="store_true", help="every table and profile row by row, runs or not")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds are expected (default 3)")
     p.add_argument("--profile", default=None, help="paper or smoke (default: both, where they have runs)")
     p.add_argument("--results", default=None, help="results store root")
@@ -47,12 +49,15 @@ def run(args) -> int:
 
         queued = queued_runs(store)
     seeds = list(range(args.seeds))
+    overrides = parse_overrides(args.overrides)
     print(f"store {store.root}")
+    if not args.tables and not args.all:
+        return _summary(tables, reading, seeds, profiles, overrides, queued, args, reading_export=args.export)
     for table in tables.values():
         if args.tables and table.id not in args.tables:
             continue
         for profile in profiles:
-            cells = table_status(table, reading, seeds, profile, parse_overrides(args.overrides), queued)
+            cells = table_status(table, reading, seeds, profile, overrides, queued)
             if not args.profile and profile != "paper" and not any(
                     c.counts.get(s) for c in cells for s in all_states[:-1]):
                 continue  # a profile with no runs at all is only shown when asked for
@@ -68,4 +73,35 @@ def run(args) -> int:
     if args.export:
         path = export_index(reading, args.export)
         print(f"\nindex of all runs written to {path}")
+    return 0
+
+
+def _summary(tables, reading, seeds, profiles, overrides, queued, args, reading_export=None) -> int:
+    """One line per table and profile that has runs; the others named once, with how to see them."""
+    from study.index import export_index
+    from study.record import MISSING
+    from study.status import table_status
+
+    all_states = states()
+    empty = []
+    shown = 0
+    for table in tables.values():
+        for profile in profiles:
+            cells = table_status(table, reading, seeds, profile, overrides, queued)
+            total = {s: sum(c.counts.get(s, 0) for c in cells) for s in all_states}
+            if not any(total[s] for s in all_states if s != MISSING):
+                empty.append((profile, table.id))
+                continue
+            shown += 1
+            line = ", ".join(f"{total[s]} {s}" for s in all_states if total[s])
+            print(f"  {table.id:8s} {profile:6s} {line}")
+    if not shown:
+        print("  no runs yet: `python -m study run table3 --seeds 3 --profile smoke` trains one table")
+    for profile in profiles:
+        names = [t for p, t in empty if p == profile]
+        if names:
+            print(f"no runs under profile {profile}: {', '.join(names)}")
+    print(f"row by row: `python -m study status TABLE [--profile NAME] [--seeds {len(seeds)}]`, or --all")
+    if reading_export:
+        print(f"index of all runs written to {export_index(reading, reading_export)}")
     return 0

@@ -12,19 +12,30 @@ def add_run_options(p) -> None:
                    help="override a config field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
     p.add_argument("--root", dest="roots", action="append", default=[], metavar="DATASET=PATH",
-                   help="where a dataset lives, e.g. --root isic2017=/data/ISIC2017 (repeatable)")
+                   help="where a dataset lives, e.g. --root isic2017=/data/ISIC2017 (repeatable; `train "
+                        "--dataset NAME` also takes a bare PATH)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: the free CPUs this process may use)")
 
 
-def parse_roots(items: list[str]) -> dict[str, str]:
+def parse_roots(items: list[str], dataset: str | None = None) -> dict[str, str]:
+    """``--root DATASET=PATH`` (repeatable); a bare ``--root PATH`` where the command names its one
+    ``dataset`` already. The one syntax of every command that takes ``--root``."""
+    from study.data.registry import DATASETS
     from study.errors import ConfigError
 
     roots = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--root {item!r}: expected DATASET=PATH, e.g. isic2017=/data/ISIC2017")
-        name, path = item.split("=", 1)
-        roots[name.strip()] = path
+        name, sep, path = item.partition("=")
+        if sep and name.strip() in DATASETS:
+            name = name.strip()
+            if dataset is not None and name != dataset:
+                raise ConfigError(f"--root {item!r}: names {name}, but this command is about {dataset}")
+        elif dataset is not None:
+            name, path = dataset, item  # a bare path (which may itself hold '=')
+        else:
+            raise ConfigError(f"--root {item!r}: expected DATASET=PATH, e.g. --root isic2017=/data/ISIC2017 "
+                              f"(datasets: {', '.join(d for d in DATASETS if d != 'synthetic')})")
+        roots[name] = path
     return roots
 
 
@@ -38,6 +49,8 @@ def register(sub) -> None:
     p.add_argument("--train-teacher", action="store_true", help="for a distillation row: train the missing teacher first")
     p.add_argument("--restart-unreadable", action="store_true",
                    help="set an unreadable checkpoint aside and train the run from scratch")
+    p.add_argument("--track", choices=("none", "tensorboard"), default="none",
+                   help="tensorboard: event files in each run's folder (needs the 'track' extra); default none")
     add_run_options(p)
     p.set_defaults(func=run)
 
@@ -57,7 +70,7 @@ def run(args) -> int:
     configure_process(args.threads or default_threads())
     row = find_row(args.variant)
     config = row.run_config(args.dataset, args.profile, parse_overrides(args.overrides))
-    roots = parse_roots(args.roots)
+    roots = parse_roots(args.roots, config.data.dataset if args.dataset else None)
     check_data_roots(config, roots)  # before anything is written or printed as started
     store = Store(args.results or RESULTS_DIR)
     require_writable(store.root, "the results store")
@@ -70,7 +83,7 @@ def run(args) -> int:
     try:
         record = train_run(config, args.seed, store, rows=(row.id,), roots=roots,
                            train_teacher=args.train_teacher, log=print,
-                           restart_unreadable=args.restart_unreadable)
+                           restart_unreadable=args.restart_unreadable, track=args.track)
     except StudyError:
         raise  # one line from the CLI: what went wrong and where
     except Exception as exc:  # recorded in the run's record (with its traceback): one line here

@@ -89,7 +89,7 @@ def run_show(args) -> int:
     store = Store(args.results or RESULTS_DIR)
     storage = args.storage or default_storage(store, args.study_name)
     spec = TuneSpec(dataset="", n_trials=0, storage=storage, study_name=args.study_name, store_root=str(store.root))
-    study = load_study(spec, create=False)
+    study = load_study(spec, create=False, read_only=not args.export)
     print(summary(study))
     print(f"storage: {storage} (opens in optuna-dashboard"
           + (")" if "://" in storage else f": `optuna-dashboard {storage}`)"))

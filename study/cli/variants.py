@@ -9,11 +9,18 @@ def register(sub) -> None:
     p = sub.add_parser("list", help="tables and their rows, and which are runnable")
     p.add_argument("tables", nargs="*", metavar="TABLE", help="only these tables")
     p.set_defaults(func=run_list)
-    s = sub.add_parser("show", help="the resolved config of a table's rows or of one row, and its hash")
-    s.add_argument("name", metavar="TABLE|ROW")
+    s = sub.add_parser("show", help="a row's config (what differs from the paper's model), its hash; --diff, --full",
+                       description="Compact by default: each row's config hash and the fields where it differs "
+                       "from the paper's model under the same profile. --full prints the whole resolved config "
+                       "as JSON; --diff OTHER prints only the fields where two rows (or two stored runs) differ.")
+    s.add_argument("name", metavar="TABLE|ROW|RUN_ID")
     s.add_argument("--dataset", default=None)
     s.add_argument("--profile", default="paper")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    s.add_argument("--full", action="store_true", help="the whole resolved config as JSON")
+    s.add_argument("--diff", metavar="ROW|RUN_ID", default=None,
+                   help="only the fields where NAME and this other row or stored run differ")
+    s.add_argument("--results", default=None, help="results store (for run ids)")
     s.set_defaults(func=run_show)
 
 
@@ -40,11 +47,16 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    from study.config import parse_overrides
-    from study.variants import select_rows
+    from dataclasses import asdict
 
-    rows = select_rows([args.name])
+    from study.config import DistillConfig, merge, parse_overrides
+    from study.variants import find_row, select_rows
+
     overrides = parse_overrides(args.overrides)
+    if args.diff:
+        return _show_diff(args, overrides)
+    rows = select_rows([args.name])
+    base = find_row("ultralbm")
     for row in rows:
         print(f"# {row.id}: {row.name} ({row.source.name})")
         if row.unavailable:
@@ -59,8 +71,64 @@ def run_show(args) -> int:
                 print(f"distillation student: its teacher is config {teacher.hash} (the full model "
                       f"{teacher.arch}{_model_changes(teacher)}, same dataset and seed"
                       + (f"; the runs of {', '.join(rows_of)}" if rows_of else "") + "), trained before it")
-            print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+            if args.full:
+                print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+                continue
+            # against the paper's model with the same evaluation sets; a distill section against its defaults
+            reference = base.run_config(dataset, args.profile, merge(
+                overrides, {"data": {"external": list(config.data.external)}})).to_dict()
+            if config.distill.enabled:
+                reference["distill"] = json.loads(json.dumps(asdict(DistillConfig())))
+            changes = {k: v for k, v in differences(reference, config.to_dict()).items()
+                       if not (k.startswith("model.") and v[1] is None)}  # another arch's fields are not its own
+            if not changes:
+                print("  the paper's model and protocol under this profile (--full for every field)")
+            for key, (_, value) in changes.items():
+                print(f"  {key} = {json.dumps(value)}")
         print()
+    return 0
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    """{"model": {"arch": "x"}} -> {"model.arch": "x"} (a whole missing section is one None entry)."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else
+                   {f"{prefix}{key}": value})
+    return out
+
+
+def differences(a: dict, b: dict) -> dict:
+    """field -> (value in a, value in b), for every field where the two configs differ."""
+    fa, fb = flatten(a), flatten(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+def _config_of(name: str, args, overrides):
+    """A row's resolved config, or a stored run's (by run id): (label, config dict)."""
+    from study.errors import ConfigError
+    from study.store import RESULTS_DIR, RunKey, Store
+    from study.variants import find_row
+
+    if RunKey.is_id(name):
+        store = Store(args.results or RESULTS_DIR)
+        record = store.load(RunKey.from_id(name), verify=False)
+        if record is None or record.config is None:
+            raise ConfigError(f"run {name}: no readable record in {store.root}")
+        return f"run {name}", record.config
+    row = find_row(name)
+    return f"{row.id}", row.run_config(args.dataset, args.profile, overrides).to_dict()
+
+
+def _show_diff(args, overrides) -> int:
+    left, a = _config_of(args.name, args, overrides)
+    right, b = _config_of(args.diff, args, overrides)
+    changes = differences(a, b)
+    print(f"{left} vs {right}: " + (f"{len(changes)} field(s) differ" if changes else "the same config"))
+    for key, (x, y) in changes.items():
+        print(f"  {key}: {json.dumps(x)} -> {json.dumps(y)}")
     return 0
 
 

@@ -44,7 +44,10 @@ def run(args) -> int:
         print("damaged runs are left out of every table and trained again by `study run` "
               "(their files are moved aside first, never deleted)")
     same = True
-    if args.manifest:
+    if args.manifest and not check.ok:
+        print(f"manifest not written: {len(check.damaged)} damaged and {len(check.strays)} stray entries would "
+              "be left out of it silently; repair or remove them first")
+    elif args.manifest:
         from study.manifest import write_manifest
 
         manifest = write_manifest(store, args.manifest)

@@ -41,16 +41,8 @@ def config_files() -> list[Path]:
 
 
 def _read_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise DataError(
-                f"{path}: reading a config file needs Python 3.11 or the 'tomli' package; "
-                "set the dataset root with --root or an environment variable instead"
-            ) from None
+    import tomllib
+
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -82,7 +74,7 @@ def how_to_get(name: str) -> str:
     info = dataset_info(name)
     return (
         f"download {info.title} from {info.download} ({info.files}), unpack into one folder, then pass "
-        f"--root PATH, or set {info.env_var}=PATH, or add '{name} = \"PATH\"' under [data] in "
+        f"--root {name}=PATH, or set {info.env_var}=PATH, or add '{name} = \"PATH\"' under [data] in "
         f"./{PROJECT_CONFIG_NAME} or {user_config_path()}"
     )
 

@@ -22,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 SOURCES = ("selective_scan.c", "group_norm.c", "group_norm_pool_gelu.c")
@@ -138,14 +139,38 @@ def _compile(cc: str, arch: tuple[str, ...], target: Path) -> None:
 @contextlib.contextmanager
 def _build_lock(folder: Path):
     """One build at a time per cache: parallel workers starting together wait for the first
-    one's build and load it, instead of each compiling its own copy."""
+    one's build and load it, instead of each compiling its own copy. A file system without locks
+    (some NFS homes) builds unlocked; a lock held longer than two builds (its holder's node died)
+    is given up on, not waited for forever."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(folder / LOCK_NAME, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        locked = False
+        deadline = time.monotonic() + 2 * COMPILE_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            except OSError:  # ENOLCK, EOPNOTSUPP: no locks here
+                break
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_library_file(path: Path) -> bool:
+    """A shared library at all (an ELF header), as opposed to a torn or garbage file."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
 
 
 def _load(target: Path) -> ctypes.CDLL:
@@ -161,17 +186,23 @@ def build_and_load() -> tuple[ctypes.CDLL, Path]:
     for arch in VARIANTS:  # the next variant only when this one does not compile or load
         try:
             target = cache_dir() / f"study-kernels-{_digest(cc, arch)}.so"
+            if target.exists() and _is_library_file(target):
+                try:
+                    return _load(target), target  # the usual case: built before, no lock needed
+                except OSError as e:  # a library that does not load here (noexec, missing libgomp):
+                    failures.append(f"{target}: {e}")  # the file is fine, another variant may load
+                    continue
             with _build_lock(target.parent):
+                if target.exists() and not _is_library_file(target):  # torn or garbage: keep it, build afresh
+                    aside = target.with_name(f"{target.name}.unloadable-{os.getpid()}")
+                    os.replace(target, aside)
+                    failures.append(f"{target}: not a shared library; set aside as {aside.name} and built again")
                 if not target.exists():
                     _compile(cc, arch, target)
                 try:
                     return _load(target), target
-                except OSError as e:  # not a loadable library: keep it for a person, build afresh
-                    aside = target.with_name(f"{target.name}.unloadable-{os.getpid()}")
-                    os.replace(target, aside)
-                    failures.append(f"{target}: {e}; set aside as {aside.name} and built again")
-                    _compile(cc, arch, target)
-                    return _load(target), target
+                except OSError as e:
+                    failures.append(f"{target}: {e}")
         except RefusedFile:
             raise
         except CompilerHung as e:

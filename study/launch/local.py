@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm import tqdm
@@ -23,26 +24,31 @@ from study.record import Status
 from study.store import Store
 
 
-def _train_one(spec: RunSpec, store_root, roots, progress: bool = False,
-               device: str | None = None) -> tuple[str, str, str | None, float | None]:
+def _train_one(spec: RunSpec, store_root, roots, progress: bool = False, device: str | None = None,
+               track: str | None = None) -> tuple[str, str, str | None, float | None]:
     """In a worker: (run id, status, reason, test DSC). ``progress``: a bar over the run's epochs."""
     from study.train.run import RunBusy, train_spec
 
     run_id = spec.run_id
+    started = time.monotonic()
     try:
         record = train_spec(spec, Store(store_root), roots=roots, progress=progress,
-                            device=device or worker_device())
+                            device=device or worker_device(), track=track)
     except RunBusy as exc:
-        return run_id, BUSY, str(exc), None
+        return run_id, BUSY, str(exc), None, time.monotonic() - started
     except Exception as exc:  # the record holds the traceback; report the reason
-        return run_id, Status.FAILED.value, f"{type(exc).__name__}: {exc}", None
-    return record.run_id, record.status.value, record.reason, record.test_dsc
+        return run_id, Status.FAILED.value, f"{type(exc).__name__}: {exc}", None, time.monotonic() - started
+    return record.run_id, record.status.value, record.reason, record.test_dsc, time.monotonic() - started
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 class LocalLauncher:
-    def __init__(self, jobs: int | None = None, threads: int | None = None):
+    def __init__(self, jobs: int | None = None, threads: int | None = None, track: str | None = None):
         # None: chosen per launch from the runs' input sizes and the free CPUs (study.launch.cpus).
-        self.jobs, self.threads = jobs, threads
+        self.jobs, self.threads, self.track = jobs, threads, track
 
     def share(self, runs: list[PlannedRun]):
         from study.launch.cpus import local_share
@@ -63,18 +69,23 @@ class LocalLauncher:
         if tty:
             log = tqdm.write
 
-        def note(run: PlannedRun, status: str, reason, dsc) -> None:
+        launched = time.monotonic()
+
+        def note(run: PlannedRun, status: str, reason, dsc, seconds: float) -> None:
             nonlocal done
             done += 1
+            elapsed = time.monotonic() - launched
+            eta = "" if done == total else f"; about {_duration(elapsed / done * (total - done))} left"
+            took = f" ({_duration(seconds)}{eta})"
             if status == Status.COMPLETED.value:
                 report.completed.append(run.run_id)
-                log(f"[{done}/{total}] {run.run_id} {run.label}: completed, test DSC {dsc * 100:.2f}")
+                log(f"[{done}/{total}] {run.run_id} {run.label}: completed, test DSC {dsc * 100:.2f}{took}")
             elif status == BUSY:
                 report.busy.append(run.run_id)
                 log(f"[{done}/{total}] {run.run_id} {run.label}: skipped, another process is training it")
             else:
                 report.failed[run.run_id] = reason or status
-                log(f"[{done}/{total}] {run.run_id} {run.label}: {status}: {reason}")
+                log(f"[{done}/{total}] {run.run_id} {run.label}: {status}: {reason}{took}")
             bar.update(1)
 
         try:
@@ -82,13 +93,14 @@ class LocalLauncher:
                 set_threads(threads)
                 for wave in waves:
                     for run in wave:
-                        note(run, *_train_one(run.spec, store.root, roots, tty)[1:])
+                        note(run, *_train_one(run.spec, store.root, roots, tty, track=self.track)[1:])
             else:
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
                                          initargs=(threads, os.getpid(), device_slots(context, jobs))) as pool:
                     for wave in waves:
-                        futures = {pool.submit(_train_one, r.spec, store.root, roots): r for r in wave}
+                        futures = {pool.submit(_train_one, r.spec, store.root, roots, False, None, self.track): r
+                                   for r in wave}
                         for future in as_completed(futures):
                             note(futures[future], *future.result()[1:])
         except KeyboardInterrupt:

@@ -5,12 +5,15 @@ One concept per module:
 * ``collect``   the store -> the cells of each table (values per seed, gaps, failed runs)
 * ``format``    printing numbers, escaping text, choosing bold / underline where they mean something
 * ``counting``  Params and FLOPs of rows without runs, counted from the model (cached)
-* ``coverage``  which tables have runs of their own; the others are rendered compactly
-* ``tables``    Tables 1–7 as LaTeX (booktabs, jinja2 templates), Markdown and CSV
-* ``figure``    Fig. 2, accuracy vs params, from our runs and from the paper's numbers
+* ``coverage``  which tables have runs of their own (shown in full; the others named once)
+* ``tables``    the tables as LaTeX (booktabs, jinja2 templates), Markdown and CSV
+* ``complexity_table``  Params and FLOPs of every variant, counted, beside the paper's
+* ``figure``, ``fig4``, ``curves``  Fig. 2, Fig. 4, each table's training curves (seaborn)
 * ``compare``   every cell of the paper beside ours, with the difference and a flag
 * ``audit``     the claims audit of the ablation tables (bootstrap, Wilcoxon + Holm)
-* ``build``     all of it into one folder, and the standalone ``report.tex``
+* ``differences``  Table R's effects and the registry of paper / release / harness differences
+* ``build``     all of it into one folder; ``documents`` (report.tex, report.md), ``html`` (report.html),
+  ``folder`` (what the folder holds, pdflatex)
 * ``synthetic`` stores of constructed records with known values (tests, demos)
 """
 

@@ -53,6 +53,10 @@ NO_DIFFERENCE = "no significant difference"
 NOT_COMPARED = "not compared"
 SAME_RUNS = "the same runs as ours"
 CANNOT = "Cannot be judged"
+# The verdict words, exactly as the README defines them (a test holds the two together).
+SUPPORTED, CONTRADICTED, NOT_SUPPORTED, NOT_SHOWN = "Supported", "Contradicted", "Not supported", "Not shown"
+PIPELINE_CHECK = "Pipeline check"  # synthetic data: the machinery ran; no verdict on the paper's claim
+VERDICTS = (SUPPORTED, CONTRADICTED, NOT_SUPPORTED, NOT_SHOWN, CANNOT, PIPELINE_CHECK)
 
 
 # ---------------------------------------------------------------- statistics
@@ -223,6 +227,7 @@ class TableAudit:
     verdict: str = ""
     ours_n_seeds: int = 0
     low_power: bool = False
+    synthetic: bool = False  # trained on synthetic data (a smoke profile): a pipeline check only
 
 
 def _rng(*tags) -> np.random.Generator:
@@ -263,17 +268,22 @@ def _verdict(audit: TableAudit, reference_has_runs: bool) -> str:
     if not compared:
         return f"{CANNOT}: no other row has runs paired with ours." + not_judged
     better = [r for r in compared if r.result == ROW_BETTER]
-    if better:
-        return (f"Contradicted: {_names(better)} {_is(better)} significantly better than ours." + not_judged)
     unclear = [r for r in compared if r.result != OURS_BETTER]
+    higher = [r for r in unclear if r.delta_dsc > 0]
+    if audit.synthetic:  # what was computed, said plainly: a check of the pipeline, not of the paper
+        worse = [r for r in compared if r.result == OURS_BETTER]
+        return (f"{PIPELINE_CHECK} (synthetic data, not a verdict on the paper's claim): {len(compared)} row(s) "
+                f"compared with ours; {len(better)} significantly better, {len(worse)} significantly worse, "
+                f"{len(unclear) - len(better)} not significantly different." + not_judged)
+    if better:
+        return (f"{CONTRADICTED}: {_names(better)} {_is(better)} significantly better than ours." + not_judged)
     if not unclear:
         scope = "every other row with runs" if skipped else "every other row"
-        return f"Supported: ours is significantly better than {scope}." + not_judged
-    higher = [r for r in unclear if r.delta_dsc > 0]
+        return f"{SUPPORTED}: ours is significantly better than {scope}." + not_judged
     if higher:
-        return (f"Not supported: {_names(higher)} {'has' if len(higher) == 1 else 'have'} a higher mean DSC "
+        return (f"{NOT_SUPPORTED}: {_names(higher)} {'has' if len(higher) == 1 else 'have'} a higher mean DSC "
                 "than ours (not significantly)." + not_judged)
-    return f"Not shown: ours has the highest mean DSC, but not significantly above {_names(unclear)}." + not_judged
+    return f"{NOT_SHOWN}: ours has the highest mean DSC, but not significantly above {_names(unclear)}." + not_judged
 
 
 def _names(rows: list[RowAudit]) -> str:
@@ -292,7 +302,7 @@ def audit_table(td: TableData, store: Store, n_boot: int = N_BOOT) -> list[Table
         ref_cell = td.runs_for(td.table.reference, dataset)
         ref_row = td.row(td.table.reference)
         audit = TableAudit(td.id, td.number, td.table.title, dataset, td.profile, ref_row.id,
-                           display_name(ref_row.name, True))
+                           display_name(ref_row.name, True), synthetic=dataset not in td.table.datasets)
         for row in td.rows:
             if row.id == ref_row.id:
                 continue
@@ -379,6 +389,8 @@ CAVEATS = [
 
 
 def _verdict_label(a: TableAudit) -> str:
+    if a.synthetic:
+        return a.verdict
     return f"The paper's claim that {a.reference_name} is the best row: {a.verdict}"
 
 

@@ -1,51 +1,48 @@
-"""The whole report in one call: tables, figure, comparison, audit, and the standalone document.
+"""The whole report in one call: tables, figures, comparison, audit, differences, and the documents.
 
-``build_report(store)`` writes into ``<store root>/report/`` by default:
+``build_report(store)`` writes into ``<store root>/report/`` by default, in every format
+(``fmt="all"``: LaTeX with its PDF where pdflatex is installed, Markdown, and one
+self-contained HTML page); ``fmt`` names one format instead (``csv`` too), and formats add
+up in one folder (``study.report.folder``):
 
-    table1.tex ... table7.tex   the tables (or .md / .csv with another format)
-    fig2.png, fig2.pdf          accuracy vs params from our Table 1 runs (when Table 1 has runs of its own)
-    fig2_paper.png, .pdf        the same figure from the paper's numbers
-    compare.tex, compare.md     reproduced vs paper, every cell that can be compared
-    audit.tex, audit.md         the claims audit of the ablation tables
-    report.tex                  a standalone document that inputs them all
-    .report-files               the names of the files above that this report wrote
-
-The folder holds exactly one report: a file that an earlier report wrote there
-(named in its ``.report-files``) and this one did not (``--tables 1,3`` after a
-report of all seven) is removed, and the notes name it. Nothing else is ever
-removed: a file of the report's names that no report recorded is named in a
-note and left alone.
+    table3.tex | .md | .csv     the tables with runs of their own, in full
+    complexity.tex | .md        Params and FLOPs of every variant, counted, beside the paper's
+    fig2.png|pdf, fig2_paper.*  accuracy vs params: ours (when Table 1 has runs) and the paper's
+    fig4.png|pdf                segmentation results of Table 1's models (from stored predictions)
+    curves_table3.png|pdf       training curves of each table with runs (mean over seeds, ±1 std)
+    compare.*, audit.*          reproduced vs paper; the claims audit of the ablation tables
+    differences.tex | .md       where the paper, the release and the harness differ; Table R's effects
+    report.tex (+ report.pdf), report.md, report.html   the documents
+    .report-files               what the folder holds
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.errors import ConfigError, StudyError
+from study.errors import ConfigError, StudyError, did_you_mean
 from study.report import audit as audit_mod
 from study.report import compare as compare_mod
 from study.report import differences as differences_mod
 from study.report.collect import TableData, collect_table, collect_tables, dataset_label, snapshot, table_number
-from study.report.coverage import Coverage, coverage, summary
-from study.report.format import latex_escape, markdown_escape
-from study.report.jinja import render
-from study.report.tables import FORMATS, SUFFIX, render_table
+from study.report.coverage import Coverage, coverage, shown_tables, summary
+from study.report.folder import MANIFEST, PDF_BYPRODUCTS, compile_pdf, have_pdflatex, tidy_folder  # noqa: F401
+from study.report.tables import SUFFIX, render_table
 from study.store import Store
 
-FIGURE_TABLE = "table1"
-MANIFEST = ".report-files"
-PDF_BYPRODUCTS = ("report.aux", "report.log", "report.out")
+FORMAT_CHOICES = ("all", "latex", "markdown", "html", "csv")
+DOCUMENT_FORMATS = ("latex", "markdown", "html")
+SUFFIX = {**SUFFIX, "html": ".html"}
 
 
 @dataclass
 class ReportResult:
     out_dir: Path
+    formats: tuple[str, ...] = DOCUMENT_FORMATS
     files: list[Path] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)  # every rendered piece by file name, written or not
     tables: list[TableData] = field(default_factory=list)
     audits: list = field(default_factory=list)
     effects: list = field(default_factory=list)  # Table R's measured differences
@@ -56,8 +53,17 @@ class ReportResult:
 
     @property
     def summary(self) -> list[str]:
-        """Which tables have runs, and which are shown compactly (sentences)."""
+        """Which tables have runs, and which are not shown in full (sentences)."""
         return summary(self.tables, self.coverage)
+
+    def emit(self, name: str, text: str, fmt: str) -> None:
+        """Keep ``text`` as piece ``name``; write it when the report writes format ``fmt``."""
+        self.texts[name] = text
+        if fmt in self.formats:
+            path = self.out_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            self.files.append(path)
 
 
 def parse_tables(spec: str | None, available) -> list[str]:
@@ -69,10 +75,11 @@ def parse_tables(spec: str | None, available) -> list[str]:
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
-        table_id = item if item.startswith("table") else f"table{item}"
+        table_id = item if item.startswith("table") else f"table{item.lower()}"
         if table_id not in available:
-            numbers = ", ".join(table_number(t) for t in available)
-            raise ConfigError(f"--tables: unknown table {item!r}; available: {numbers}")
+            numbers = [table_number(t) for t in available]
+            raise ConfigError(f"--tables: unknown table {item!r}; available: {', '.join(numbers)}"
+                              + did_you_mean(item, numbers + list(available)))
         if table_id not in out:
             out.append(table_id)
     if not out:
@@ -80,13 +87,13 @@ def parse_tables(spec: str | None, available) -> list[str]:
     return out
 
 
-def _write(path: Path, text: str, files: list[Path]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    files.append(path)
+def formats_of(fmt: str) -> tuple[str, ...]:
+    if fmt not in FORMAT_CHOICES:
+        raise ConfigError(f"--format: unknown {fmt!r}; allowed: {', '.join(FORMAT_CHOICES)}")
+    return DOCUMENT_FORMATS if fmt == "all" else (fmt,)
 
 
-def _problems(tables: list[TableData]) -> list[str]:
+def problems(tables: list[TableData]) -> list[str]:
     seen, out = set(), []
     for td in tables:
         for p in td.problems:
@@ -104,11 +111,11 @@ def build_report(
     out_dir: Path | None = None,
     tables: list[str] | None = None,
     profile: str = "auto",
-    fmt: str = "latex",
+    fmt: str = "all",
     figure: bool = True,
     audit: bool = True,
     n_boot: int = audit_mod.N_BOOT,
-    pdf: bool = False,
+    pdf: bool | None = None,
     variants: dict | None = None,
     seeds: list[int] | None = None,
     overrides: dict | None = None,
@@ -116,25 +123,23 @@ def build_report(
     count: bool = True,
     progress=None,
 ) -> ReportResult:
-    """Render the report of ``store``; ``tables`` are table ids (all by default);
-    ``seeds`` restricts every table, figure and audit to those seeds' runs; ``overrides`` are the
-    ``--set`` values the runs were made with (each cell holds exactly the runs they resolve to);
-    ``count``: rows without runs get their Params and FLOPs counted from the model (``counting``),
-    ``progress`` (a callable taking a line) hears about it before it starts."""
+    """Render the report of ``store``; ``tables`` are table ids (all by default); ``pdf``: compile
+    report.tex (None: where pdflatex is installed and LaTeX is written); ``seeds`` restricts every table,
+    figure and audit to those seeds' runs; ``overrides`` are the ``--set`` values the runs were made with;
+    ``count``: rows without runs get their Params and FLOPs counted from the model (``counting``)."""
     from study.variants import load_tables
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format: unknown {fmt!r}; allowed: {', '.join(FORMATS)}")
-    if pdf and fmt != "latex":
-        raise ConfigError("--pdf needs --format latex")
+    formats = formats_of(fmt)
+    if pdf and "latex" not in formats:
+        raise ConfigError("--pdf needs the LaTeX output (--format all or latex)")
     variants = variants if variants is not None else load_tables()
     ids = tables if tables is not None else list(variants)
     unknown = [t for t in ids if t not in variants]
     if unknown:
         raise ConfigError(f"unknown table(s) {', '.join(unknown)}; available: {', '.join(variants)}")
     store = snapshot(store, seeds)
-    out = Path(out_dir) if out_dir is not None else store.root / "report"
-    result = ReportResult(out)
+    result = ReportResult(Path(out_dir) if out_dir is not None else store.root / "report", formats)
+    result.out_dir.mkdir(parents=True, exist_ok=True)
     if not any(True for _ in store.records()):
         result.notes.append(f"the store at {store.root} holds no runs: every cell is empty")
     result.tables = collect_tables([variants[t] for t in ids], store, profile, overrides)
@@ -145,145 +150,63 @@ def build_report(
 
         fill_counted(result.tables, progress=progress)
     result.coverage = coverage(result.tables)
-    for td in result.tables:
-        cover = result.coverage[td.id]
-        _write(out / f"{td.id}{SUFFIX[fmt]}", render_table(td, fmt, cover.compact, cover.shared_with), result.files)
-    challenge = _write_challenge(result, store, fmt)
-    figures = _write_figures(result, store, figure, cases)
-    _write_comparisons(result, store, fmt, audit, n_boot)
-    parts = _Parts(store, _problems(result.tables), figures, challenge, audit)
-    if fmt == "latex":
-        _write_latex_document(result, parts)
-        if pdf:
-            result.pdf = compile_pdf(out / "report.tex")
+    _render_pieces(result, store, audit, n_boot)
+    from study.report import documents
+
+    figures = documents.write_figures(result, store, figure, cases)
+    parts = documents.Parts(store, problems(result.tables), figures, "challenge.md" in result.texts, audit)
+    if "latex" in formats:
+        documents.write_latex(result, parts)
+        compile_it = pdf if pdf is not None else have_pdflatex()
+        if compile_it:
+            result.pdf = compile_pdf(result.out_dir / "report.tex")
             result.files.append(result.pdf)
-    elif fmt == "markdown":
-        _write_markdown_document(result, parts)
+        elif pdf is None:
+            result.notes.append("pdflatex is not installed: report.tex written, no report.pdf")
+    if "markdown" in formats:
+        documents.write_markdown(result, parts)
+    if "html" in formats:
+        from study.report.html import write_html
+
+        write_html(result, parts)
     _tidy(result)
     return result
 
 
-@dataclass
-class _Figures:
-    fig2: list[Path] = field(default_factory=list)
-    table: TableData | None = None  # Table 1, which the figures draw
-    ours_drawn: bool = False
-    note: str = ""  # why our Fig. 2 is not drawn
-    fig4: object = None  # study.report.fig4.Fig4
+def _render_pieces(result: ReportResult, store: Store, audit: bool, n_boot: int) -> None:
+    """Every table and section in every text format (kept in ``result.texts``; written per format)."""
+    from study.report import challenge_table, complexity_table
 
-
-@dataclass
-class _Parts:
-    """What the standalone document puts together."""
-
-    store: Store
-    problems: list[str]
-    figures: _Figures
-    challenge: bool
-    audit: bool
-
-
-def _write_challenge(result: ReportResult, store: Store, fmt: str) -> bool:
-    """The challenge's metrics table, when real-data runs carry them; whether it was written."""
-    from study.report import challenge_table
-
-    lines = challenge_table.challenge_lines(result.tables, store)
-    if lines:
-        for f in ("latex", "markdown") if fmt == "latex" else ("markdown",):
-            render_challenge = challenge_table.render_latex if f == "latex" else challenge_table.render_markdown
-            _write(result.out_dir / f"challenge{SUFFIX[f]}", render_challenge(lines), result.files)
-    return bool(lines)
-
-
-def _write_figures(result: ReportResult, store: Store, figure: bool, cases) -> _Figures:
-    figs = _Figures(table=next((td for td in result.tables if td.id == FIGURE_TABLE), None))
-    if figure and figs.table is not None:
-        from study.report.fig4 import write_fig4
-        from study.report.figure import write_fig2
-
-        figs.ours_drawn = result.coverage[figs.table.id].own
-        figs.fig2 = write_fig2(figs.table, result.out_dir, ours_too=figs.ours_drawn)
-        figs.fig4 = write_fig4(figs.table, store, result.out_dir, cases)
-        result.files += figs.fig2 + figs.fig4.files
-        result.notes.append(figs.fig4.note)
-    figs.note = _figure_note(figs.table, figure, figs.ours_drawn)
-    return figs
-
-
-def _write_comparisons(result: ReportResult, store: Store, fmt: str, audit: bool, n_boot: int) -> None:
-    """Reproduced vs paper, and the claims audit."""
-    formats = ("latex", "markdown") if fmt == "latex" else (fmt,)
-    for f in formats:
+    texts = ("latex", "markdown") + (("csv",) if "csv" in result.formats else ())
+    for td in shown_tables(result.tables, result.coverage):  # full tables only where there are runs of their own
+        for f in texts:
+            result.emit(f"{td.id}{SUFFIX[f]}", render_table(td, f), f)
+    lines = complexity_table.complexity_lines(result.tables)
+    result.emit("complexity.tex", complexity_table.render_latex(lines), "latex")
+    result.emit("complexity.md", complexity_table.render_markdown(lines), "markdown")
+    challenge = challenge_table.challenge_lines(result.tables, store)
+    if challenge:
+        result.emit("challenge.tex", challenge_table.render_latex(challenge), "latex")
+        result.emit("challenge.md", challenge_table.render_markdown(challenge), "markdown")
+    for f in texts:
         renderer = {"latex": compare_mod.render_latex, "markdown": compare_mod.render_markdown,
                     "csv": compare_mod.render_csv}[f]
-        _write(result.out_dir / f"compare{SUFFIX[f]}", renderer(result.tables), result.files)
+        result.emit(f"compare{SUFFIX[f]}", renderer(result.tables), f)
     if audit:
         result.audits = audit_mod.audit_tables(result.tables, store, n_boot)
-        for f in formats:
+        for f in texts:
             renderer = {"latex": audit_mod.render_latex, "markdown": audit_mod.render_markdown,
                         "csv": audit_mod.render_csv}[f]
-            _write(result.out_dir / f"audit{SUFFIX[f]}", renderer(result.audits), result.files)
-    _write_differences(result, store, formats, n_boot)
-
-
-def _write_differences(result: ReportResult, store: Store, formats, n_boot: int) -> None:
-    """Table R's effects and the registry of differences (differences.tex / .md)."""
+            result.emit(f"audit{SUFFIX[f]}", renderer(result.audits), f)
     table_r = next((td for td in result.tables if td.id == differences_mod.TABLE_R), None)
     result.effects = differences_mod.measure(table_r, store, n_boot) if table_r is not None else []
-    for f in formats:
-        if f == "csv":
-            continue
-        renderer = differences_mod.render_latex if f == "latex" else differences_mod.render_markdown
-        _write(result.out_dir / f"differences{SUFFIX[f]}", renderer(result.effects, table_r), result.files)
-
-
-def _write_latex_document(result: ReportResult, parts: _Parts) -> None:
-    from study.report.figure import latex_width
-
-    figs = parts.figures
-    fig4 = figs.fig4
-    _write(result.out_dir / "report.tex", render(
-        "report.tex.j2",
-        store=latex_escape(str(parts.store.root)),
-        summary=[latex_escape(s) for s in result.summary],
-        synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
-        tables=[{"file": td.id, "profile": td.profile, "number": td.number} for td in result.tables],
-        figures=[{"file": p.name, "width": latex_width(_panels(p, figs.table)), "number": number,
-                  "caption": latex_escape(_figure_caption(p, figs.table))}
-                 for p, number in _numbered([p for p in figs.fig2 if p.suffix == ".pdf"])],
-        figure_note=latex_escape(figs.note),
-        audit=parts.audit,
-        differences=True,
-        fig4="fig4.pdf" if fig4 is not None and fig4.files else None,
-        challenge=parts.challenge,
-        fig4_caption=latex_escape(fig4.note.removeprefix("Fig. 4: ")) if fig4 is not None else "",
-        problems=[latex_escape(p) for p in parts.problems],
-    ), result.files)
-
-
-def _write_markdown_document(result: ReportResult, parts: _Parts) -> None:
-    out, figs = result.out_dir, parts.figures
-    fig4 = figs.fig4
-    _write(out / "report.md", render(
-        "report.md.j2",
-        store=str(parts.store.root), tables=[(out / f"{td.id}.md").read_text() for td in result.tables],
-        summary=result.summary,
-        synthetic=any(set(td.datasets) - set(td.table.datasets) for td in result.tables),
-        figures=[{"file": p.name, "caption": _figure_caption(p, figs.table)}
-                 for p in figs.fig2 if p.suffix == ".png"],
-        figure_note=figs.note,
-        problems=[markdown_escape(p) for p in parts.problems],
-        challenge=(out / "challenge.md").read_text() if parts.challenge else "",
-        fig4="fig4.png" if fig4 is not None and fig4.files else None,
-        fig4_caption=fig4.note if fig4 is not None else "",
-        compare=(out / "compare.md").read_text(),
-        audit=(out / "audit.md").read_text() if parts.audit else "",
-        differences=(out / "differences.md").read_text(),
-    ), result.files)
+    result.emit("differences.tex", differences_mod.render_latex(result.effects, table_r), "latex")
+    result.emit("differences.md", differences_mod.render_markdown(result.effects, table_r), "markdown")
 
 
 def _tidy(result: ReportResult) -> None:
     out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
     written = [p.name for p in result.files] + (list(PDF_BYPRODUCTS) if result.pdf else [])
     result.removed, untracked = tidy_folder(out, written)
     if result.removed:
@@ -305,78 +228,4 @@ def _align_empty_tables(tables: list[TableData], variants: dict, store: Store, o
             else collect_table(variants[td.id], store, profile, overrides) for td in tables]
 
 
-def _numbered(paths: list[Path]) -> list[tuple[Path, str]]:
-    """Fig. 2, or Fig. 2a (ours) and 2b (the paper's)."""
-    if len(paths) == 1:
-        return [(paths[0], "2")]
-    return [(p, f"2{chr(ord('a') + k)}") for k, p in enumerate(paths)]
-
-
-def _panels(path: Path, td: TableData | None) -> int:
-    if path.stem.endswith("_paper") or td is None:
-        from study.report.figure import PAPER_DATASETS
-
-        return len(PAPER_DATASETS)
-    return max(1, len(td.datasets))
-
-
-def _figure_caption(path: Path, td: TableData | None) -> str:
-    common = ("DSC (%) against Params (M, log scale); colour: FLOPs (G, log scale, one scale for both figures); "
-              "stars: the rows marked (Ours); grey bars: ±1 std")
-    if path.stem.endswith("_paper"):
-        return f"The paper's Table 1. {common} as the paper prints it."
-    return (f"Our Table 1 runs (profile {td.profile}, mean over seeds). {common} over seeds (sample std, "
-            f"ddof = 1); Params and FLOPs as in Table 1.")
-
-
-def _figure_note(td: TableData | None, figure: bool, ours_drawn: bool) -> str:
-    if td is None or not figure or ours_drawn:
-        return ""
-    return (f"Our Fig. 2 needs runs of Table 1's models (python -m study run table1 --seeds 3 --profile "
-            f"{td.profile}): only the paper's is shown.")
-
-
-def _report_names(out: Path) -> list[str]:
-    """Files in ``out`` with a name the report writes (whatever wrote them)."""
-    pattern = re.compile(r"^(table\w+\.(tex|md|csv)|fig\d+(_paper)?\.(png|pdf)|(compare|audit|challenge)\.(tex|md|csv)"
-                         r"|report\.(tex|md|pdf|aux|log|out))$")
-    return sorted(p.name for p in out.iterdir() if p.is_file() and pattern.match(p.name))
-
-
-def tidy_folder(out: Path, written: list[str]) -> tuple[list[str], list[str]]:
-    """Remove the files an earlier report recorded in ``.report-files`` that this one did not write, and
-    record what this one wrote. Returns (removed, left alone: report-like names nobody recorded)."""
-    manifest = out / MANIFEST
-    try:
-        earlier = {line.strip() for line in manifest.read_text().splitlines() if line.strip()}
-    except OSError:
-        earlier = set()
-    keep = set(written)
-    removed = []
-    for name in sorted(earlier - keep):
-        path = out / name
-        if "/" in name or name.startswith(".") or not path.is_file():
-            continue
-        path.unlink()
-        removed.append(name)
-    untracked = [n for n in _report_names(out) if n not in keep and n not in earlier]
-    manifest.write_text("".join(f"{n}\n" for n in sorted(keep)), encoding="utf-8")
-    return removed, untracked
-
-
-def compile_pdf(tex: Path, timeout: float = 180, passes: int = 2) -> Path:
-    """Compile ``tex`` with pdflatex in its own folder (twice: longtable settles its widths)."""
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        raise StudyError("pdflatex is not installed (Debian: apt-get install texlive-latex-base "
-                         "texlive-latex-recommended texlive-fonts-recommended)")
-    tex = Path(tex)
-    for _ in range(passes):
-        try:
-            proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", tex.name], cwd=tex.parent,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise StudyError(f"pdflatex on {tex} took longer than {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            raise StudyError(f"pdflatex failed on {tex} (see {tex.with_suffix('.log')}):\n{proc.stdout[-3000:]}")
-    return tex.with_suffix(".pdf")
+__all__ = ["ReportResult", "build_report", "parse_tables", "compile_pdf", "shown_tables", "StudyError", "MANIFEST"]

@@ -108,10 +108,15 @@ def summary(tables: list[TableData], cover: dict[str, Coverage]) -> list[str]:
         compact.append(f"{_numbers([td.number for td in empty])} {'has' if len(empty) == 1 else 'have'} "
                        f"no runs{under}")
     if compact:
-        out.append("Shown compactly, with Params and FLOPs counted from each row's model: "
+        out.append("Not shown in full (every row's Params and FLOPs are in the complexity table): "
                    + "; ".join(compact) + ".")
     return out
 
 
 def _order(number: str):
     return (0, int(number)) if number.isdigit() else (1, number)
+
+
+def shown_tables(tables: list[TableData], cover: dict[str, Coverage]) -> list[TableData]:
+    """The tables a report prints in full: those with runs of their own."""
+    return [td for td in tables if cover[td.id].own]

@@ -31,6 +31,10 @@ _GREEK.update({"Γ": "Gamma", "Θ": "Theta", "Λ": "Lambda", "Ξ": "Xi", "Π": "
                "Ψ": "Psi", "Ω": "Omega"})
 
 
+# Letters of Latin Extended-A that T1 fonts lack (pdflatex stops on them): their nearest letters.
+_NOT_IN_T1 = {"Ħ": "H", "ħ": "h", "ĸ": "k", "Ŀ": "L", "ŀ": "l", "ŉ": "'n", "Ŧ": "T", "ŧ": "t", "ſ": "s"}
+
+
 def _ascii(ch: str) -> str:
     """A character outside ASCII as pdflatex typesets it: Latin letters with accents as themselves
     (the report loads inputenc utf8 and T1 fonts, which have them), Greek as math, anything else as
@@ -38,6 +42,8 @@ def _ascii(ch: str) -> str:
     fonts have no glyph for it (CJK, most symbols)."""
     if ch.isascii():
         return ch
+    if ch in _NOT_IN_T1:
+        return _NOT_IN_T1[ch]
     if "\u00c0" <= ch <= "\u017f" and ch not in "\u00d7\u00f7":  # Latin-1 letters, Latin Extended-A
         return ch
     if ch in _GREEK:

@@ -31,6 +31,7 @@ from study.store import RunKey, Store, atomic_torch_save, atomic_write_bytes, at
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
 from study.models.mamba import get_backend
 from study.train.numerics import apply as apply_numerics
+from study.train.track import make_tracker
 from study.train.provenance import git_commit, kernels_used, versions
 from study.train.outputs import evaluate_split
 
@@ -56,6 +57,7 @@ class RunContext:
     progress: bool
     log: object = None  # callable(str) for one line per epoch, or None
     epoch_callback: object = None  # callable(epoch, entry); may raise RunStopped
+    track: str | None = None  # "tensorboard": event files in the run folder (study.train.track)
 
     def check_lease(self) -> None:
         if self.lease.lost:
@@ -98,6 +100,7 @@ def train_spec(
     launcher_info: dict | None = None,
     epoch_callback=None,
     restart_unreadable: bool = False,
+    track: str | None = None,
 ) -> RunRecord:
     """Train (or resume, or skip if completed) one run; returns its record.
 
@@ -124,14 +127,18 @@ def train_spec(
         if existing is not None and existing.completed:
             return existing
         if existing is not None and existing.status is Status.DAMAGED:
-            aside = store.set_aside(key, keep=is_lease_file)
-            print(f"run {key.id} was damaged ({existing.reason}); its files were moved to {aside}", file=sys.stderr)
+            # A record sealed without its history (by a harness before the checkpoint held it) keeps its
+            # checkpoints: the run resumes after its last epoch and seals again, nothing is retrained.
+            reseal = any(f"field '{name}'" in (existing.reason or "") for name in ("history", "epochs_done"))
+            aside = store.set_aside(key, keep=lambda n: is_lease_file(n) or (reseal and n == "checkpoints"))
+            print(f"run {key.id} was damaged ({existing.reason}); its files were moved to {aside}"
+                  + ("; it is sealed again from its checkpoints" if reseal else ""), file=sys.stderr)
             existing = None
         if restart_unreadable:
             _set_aside_checkpoint(store, key)
         lease.start_heartbeat()
         ctx = RunContext(config, key, spec.teacher, store, lease, sys.stderr.isatty() if progress is None else progress,
-                         log, epoch_callback)
+                         log, epoch_callback, track)
         return _run_with_record(ctx, existing, rows, roots, device, stop_after_epochs, launcher_info, fresh)
     finally:
         lease.release()
@@ -283,6 +290,20 @@ def _train(ctx: RunContext, trainer: Trainer, record: dict, stop_after_epochs) -
     t, store, key = ctx.config.train, ctx.store, ctx.key
     started = time.time()
     end_epoch = t.epochs if stop_after_epochs is None else min(t.epochs, trainer.epoch + stop_after_epochs)
+    tracker = make_tracker(ctx.track, store.tensorboard_dir(key), ctx.config.to_dict(), key.id)
+    try:
+        return _epochs_then_finish(ctx, trainer, record, started, end_epoch, tracker)
+    finally:
+        tracker.close(_scores_for(record))
+
+
+def _scores_for(record: dict) -> dict | None:
+    return record.get("test") if record.get("status") == Status.COMPLETED.value else None
+
+
+def _epochs_then_finish(ctx: RunContext, trainer: Trainer, record: dict, started: float, end_epoch: int,
+                        tracker) -> RunRecord:
+    t, store, key = ctx.config.train, ctx.store, ctx.key
     while trainer.epoch < end_epoch:
         entry = trainer.run_epoch(ctx.check_lease, ctx.progress)
         ctx.check_lease()
@@ -297,6 +318,7 @@ def _train(ctx: RunContext, trainer: Trainer, record: dict, stop_after_epochs) -
             ctx.log(f"{key.id} epoch {entry['epoch']}/{t.epochs}: train loss {entry['train_loss']:.4f}{sel} "
                     f"({entry['seconds']:.2f} s: steps {entry['step_seconds']:.2f}, data {entry['data_seconds']:.2f}, "
                     f"selection {entry['select_seconds']:.2f})")
+        tracker.on_epoch(entry)
         if ctx.epoch_callback:
             ctx.epoch_callback(entry["epoch"], entry)
     if len(trainer.history) < t.epochs:  # stopped early on purpose: resumable, not completed
@@ -331,7 +353,20 @@ def _finish(ctx: RunContext, trainer: Trainer, record: dict, started: float) -> 
     typed = store.seal(replace(typed, pooled=pooled), list(splits), [f for r in results.values() for f in r.extra_files])
     ctx.check_lease()
     store.write_record(typed)
+    _draw_curves(store, typed)
     return typed
+
+
+def _draw_curves(store: Store, record: RunRecord) -> None:
+    """``curves.png`` beside the record: a convenience drawn from the history, never a reason to fail."""
+    from study.train.curves import write_run_curves
+
+    try:
+        selection = record.details.get("selection") or {}
+        write_run_curves(record.details.get("history") or [], selection.get("epoch"), store.curves_path(record.key),
+                         f"run {record.run_id} ({', '.join(record.rows) or 'no row'})", selection.get("split") or "selection")
+    except Exception as exc:  # noqa: BLE001  a plotting problem (fonts, a full disk) leaves the run completed
+        print(f"warning: run {record.run_id}: curves.png not drawn ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _history_csv(history: list[dict]) -> bytes:

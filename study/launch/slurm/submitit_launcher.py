@@ -57,8 +57,9 @@ class TrainJob(submitit.helpers.Checkpointable):
 class SlurmLauncher:
     """Submits planned runs as submitit job arrays and returns at once (``report.submitted``)."""
 
-    def __init__(self, cluster: str | None = None, profile: ClusterProfile | None = None):
+    def __init__(self, cluster: str | None = None, profile: ClusterProfile | None = None, track: str | None = None):
         self.profile = profile or load_profile(cluster)
+        self.track = track
 
     def executor_parameters(self, snapshot: Snapshot, *, dependency: str | None = None,
                             job_name: str | None = None) -> dict:
@@ -110,7 +111,8 @@ class SlurmLauncher:
         snapshot = make_snapshot(store.root / "snapshots") if p.snapshot else live_code()
         submission_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         submission = {"submission": submission_id, "cluster_profile": p.name, "snapshot": str(snapshot.code_root),
-                      "snapshot_id": snapshot.id, "commit": snapshot.commit, "dirty": snapshot.dirty}
+                      "snapshot_id": snapshot.id, "commit": snapshot.commit, "dirty": snapshot.dirty,
+                      "track": self.track or "none"}
         folder = store.root / "slurm" / "logs" / submission_id / "%j"  # submitit's logs and pickles
         size = cluster.array_size(p)
         log(f"SLURM: cluster profile {p.name}; code snapshot {snapshot.code_root} (commit "

@@ -37,7 +37,8 @@ def train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dic
           f"restart {info.get('restart_count')} code {info['code']}", flush=True)
     try:
         record = train_spec(run, Store(store_root), roots=roots, progress=False, launcher_info=info,
-                            log=lambda line: print(line, flush=True), device=device or worker_device())
+                            log=lambda line: print(line, flush=True), device=device or worker_device(),
+                            track=info.get("track"))
     except RunBusy as exc:
         print(f"skipped: {exc}", flush=True)
         return {"run_id": spec["run_id"], "status": BUSY, "reason": str(exc)}
