@@ -1,8 +1,15 @@
-"""One config, one hash: canonical values for frozen config dataclasses."""
+"""One config, one hash: canonical values for frozen config dataclasses, and the closed alphabets of
+the names (row and table ids) that end up in file names and generated scripts."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
+
+from study.errors import ConfigError
+
+_ROW_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_TABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _as_float(value):
@@ -23,8 +30,6 @@ def coerce_floats(obj) -> None:
 
 def reject_unknown(where: str, keys, allowed) -> None:
     """One ConfigError naming the unknown field(s) and the allowed ones."""
-    from study.errors import ConfigError
-
     extra = sorted(set(keys) - set(allowed))
     if extra:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
@@ -33,3 +38,19 @@ def reject_unknown(where: str, keys, allowed) -> None:
 def check_fields(cls, where: str, options: dict) -> None:
     """Reject keys that are not fields of the dataclass ``cls``."""
     reject_unknown(where, options, [f.name for f in fields(cls)])
+
+
+def check_row_id(row_id: str, where: str) -> str:
+    """Row ids end up in file names and generated shell scripts: a closed alphabet."""
+    if not isinstance(row_id, str) or not _ROW_ID.fullmatch(row_id) or len(row_id) > 100:
+        raise ConfigError(f"{where}: row id {row_id!r} is not allowed; expected lowercase letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit (at most 100 characters)")
+    return row_id
+
+
+def check_table_id(table_id: str, where: str) -> str:
+    """A table id is its file's name: letters (either case), digits, '.', '_' or '-'."""
+    if not _TABLE_ID.fullmatch(table_id) or len(table_id) > 100:
+        raise ConfigError(f"{where}: table id {table_id!r} is not allowed; expected letters, digits, '.', '_' "
+                          "or '-', starting with a letter or digit")
+    return table_id

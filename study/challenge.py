@@ -26,7 +26,7 @@ Scoring one image of a split, from a working-size probability map ``prob``::
     pred = upsample_prediction(prob, (truth.shape[1], truth.shape[0]))
     counts = image_counts(pred, truth)
 
-Counts are ``(tp, fp, fn, tn)``, the order of ``study.train.metrics`` and of
+Counts are ``(tp, fp, fn, tn)``, the order of ``study.train.confusion`` and of
 ``per_image_<split>.csv``.
 """
 
@@ -49,7 +49,7 @@ THRESHOLD_JACCARD = 0.65
 # background here. Released masks hold only 0 and 255, so it never matters for them.)
 TRUTH_THRESHOLD = 128
 # The harness's own threshold on probabilities, with its comparison: foreground
-# is ``prob >= 0.5``, as in ``study.train.metrics.confusion_counts`` (not
+# is ``prob >= 0.5``, as in ``study.train.confusion.confusion_counts`` (not
 # imported: that module needs torch).
 PREDICTION_THRESHOLD = 0.5
 

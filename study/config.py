@@ -14,15 +14,27 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from study.canonical import check_fields, coerce_floats
-from study.data.registry import DATASETS as _DATASET_INFO
-from study.data.synthetic import GENERATOR_VERSION as SYNTHETIC_GENERATOR
-from study.data.batched import PIPELINES
-from study.data.transforms import MASK_TARGETS, NORMALIZATIONS, ROTATION_FRAMES, ROTATIONS
-from study.train.engine import ENGINES
+from study.datasets import DATASETS as _DATASET_INFO
+from study.datasets import SYNTHETIC_GENERATOR_VERSION as SYNTHETIC_GENERATOR
 from study.errors import ConfigError
-from study.models.registry import make_config
 
+# The allowed values of the config's choices, owned here: importing the config imports no torch
+# (the modules that act on these choices import them from here).
 DATASETS = tuple(_DATASET_INFO)
+NORMALIZATIONS = ("official", "unit")
+ROTATIONS = ("per_sample", "per_run", "none")  # the official code draws one angle per run
+# Where a rotation happens: "working" (in the resized square frame, here) or "original" (in the
+# image's original aspect ratio: the authors' release rotates at full size and then squashes the
+# result to 256 x 256, so on a non-square image its rotation is also a shear in the network's frame).
+ROTATION_FRAMES = ("working", "original")
+# What a training mask is: "hard" {0, 1} (resized, then thresholded at 128), or "soft" in [0, 1]
+# (resized bilinearly and used as is, as the release does, for its training and test losses);
+# every metric counts the masks thresholded at 0.5, the same pixels either way.
+MASK_TARGETS = ("hard", "soft")
+# "batched": a split resident as uint8 tensors, augmented a batch at a time; "per_sample": the earlier path.
+PIPELINES = ("batched", "per_sample")
+# "fast": channels_last (CPU), batched Mamba branches, fused AdamW; "plain": the eager oracle.
+ENGINES = ("fast", "plain")
 SELECTIONS = ("paper", "last", "holdout")
 DISTILL_SELECTIONS = ("as_train", "train_loss")
 SECTIONS = ("model", "data", "train", "distill")
@@ -254,12 +266,15 @@ class RunConfig:
 
     def teacher_config(self) -> "RunConfig":
         """The teacher run: the full model, same data and training, no distillation."""
+        from study.models.registry import make_config
+
         teacher_model = make_config("ultralbm", dict(self.distill.teacher))
         return replace(self, arch="ultralbm", model=teacher_model, distill=DistillConfig())
 
     @classmethod
     def from_dict(cls, resolved: dict) -> "RunConfig":
         """Build and validate from {model: {arch, ...}, data: {...}, train: {...}, distill: {...}}."""
+        from study.models.registry import make_config  # the model configs come with the models
         unknown = sorted(set(resolved) - set(SECTIONS))
         if unknown:
             raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "

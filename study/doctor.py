@@ -226,7 +226,7 @@ def _train_twice(opts: DoctorOptions, where: Path) -> list[Path]:
 
 def repeat_step(opts: DoctorOptions) -> Finding:
     """A 2-epoch smoke run through `study run`, twice with seed 0: identical, or how far apart."""
-    from study.store import Store
+    from study.store.runs import Store
 
     if not opts.train:
         return Finding("repeat", INFO, "skipped (--no-train)")

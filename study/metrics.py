@@ -2,7 +2,7 @@
 
 Training, the store's integrity check, the report and the audit all score
 through this module, so IoU and DSC have one formula. The counts themselves
-come from ``study.train.metrics.confusion_counts`` (threshold 0.5 on the
+come from ``study.train.confusion.confusion_counts`` (threshold 0.5 on the
 prediction and on the resized mask).
 """
 

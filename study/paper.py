@@ -9,15 +9,15 @@ no reading reproduces (``mismatches``).
 from __future__ import annotations
 
 import csv
-import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from study.errors import ConfigError
+from study.settings import current
 
-PAPER_DIR = Path(os.environ.get("STUDY_PAPER", Path(__file__).resolve().parent.parent / "paper"))
+PAPER_DIR = current().paper
 QUANTITIES = ("params", "flops")
 
 

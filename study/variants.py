@@ -7,19 +7,19 @@ adding a file. Errors name the file, the row and the field.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from study.canonical import check_row_id, check_table_id
 from study.canonical import reject_unknown as _unknown
 from study.config import RunConfig, merge
 from study.errors import ConfigError, did_you_mean
 from study.models.registry import get_entry, make_config
-from study.record import check_row_id, check_table_id
+from study.settings import current
 
-VARIANTS_DIR = Path(os.environ.get("STUDY_VARIANTS", Path(__file__).resolve().parent.parent / "variants"))
+VARIANTS_DIR = current().variants
 
 TABLE_KEYS = {"title", "datasets", "external", "reference"}
 SECTIONS = ("model", "data", "train", "distill")

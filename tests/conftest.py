@@ -77,7 +77,7 @@ def _free_port() -> int:
 
 
 def _running(pid: int) -> bool:
-    from study.lease import pid_alive
+    from study.store.lease import pid_alive
 
     return pid_alive(pid)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IN_CI, REPO_ROOT
 from PIL import Image
 
-from conftest import IN_CI, REPO_ROOT
 from study.challenge import (
     CHALLENGE_METRICS,
     PREDICTION_THRESHOLD,
@@ -220,9 +220,9 @@ def test_upsample_refuses_bad_input(prob, size, error):
 
 
 def test_same_threshold_as_the_harness():
-    from study.train import metrics as harness  # imports torch; study.challenge itself does not
-
     import torch
+
+    from study.train import confusion as harness  # imports torch; study.challenge itself does not
 
     assert harness.THRESHOLD == PREDICTION_THRESHOLD
     counts = harness.confusion_counts(torch.tensor([[[0.5, 0.4999]]]), torch.tensor([[[1.0, 1.0]]]))

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
+from conftest import REPO_ROOT
 from torch import nn
 
-from conftest import REPO_ROOT
 from study.complexity import count_params, macs_ptflops, macs_thop, measure_row
 from study.models import build_model
 from study.variants import load_tables

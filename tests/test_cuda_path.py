@@ -296,9 +296,10 @@ def test_complexity_counting_does_not_depend_on_the_backend():
 
 
 def test_a_run_on_the_cuda_backend_completes_and_records_its_kernels(tmp_path):
-    from study.store import Store
-    from study.train.run import train_run
     from test_train import tiny
+
+    from study.store.runs import Store
+    from study.train.run import train_run
 
     with contract_kernels(), mamba_mod.using_backend("cuda"):
         record = train_run(tiny("t7-none"), 0, Store(tmp_path), progress=False)  # the -T model: d_inner 12

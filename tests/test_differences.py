@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from study.config import merge
 from study.errors import ConfigError
 from study.paper import differences
@@ -124,7 +124,7 @@ def test_table1_t_row_is_the_full_strategy_student_and_plans_its_teacher_first()
     assert find_row("ultralbm-t").run_config(None, "smoke").hash == find_row("t7-full").run_config(None, "smoke").hash
     runs = expand(["ultralbm-t"], [0], profile="smoke")
     assert [r.is_student for r in runs] == [False, True]
-    assert runs[1].spec.teacher is not None and runs[0].run_id in {runs[1].spec.teacher.id}
+    assert runs[1].teacher is not None and runs[0].run_id in {runs[1].teacher.id}
 
 
 def test_show_names_the_teacher(capsys):

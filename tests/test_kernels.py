@@ -2,14 +2,14 @@
 thread count, built privately, and replaced by the PyTorch ops where they cannot run."""
 
 import os
-from pathlib import Path
 import stat
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import _missing
+
 from study import kernels
 from study.kernels import build, ops
 from study.models import mamba as mamba_mod

@@ -11,12 +11,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO_ROOT, _missing
+
 from study.errors import ConfigError
-from study.lease import RunLease
-from study.record import Status
-from study.store import RunKey, Store
+from study.store.lease import RunLease
+from study.store.record import RunKey, Status
+from study.store.runs import Store
 from study.variants import find_row, load_tables
 
 TINY = ["--profile", "smoke", "--set", "data.synthetic_count=40", "--threads", "1"]
@@ -165,7 +165,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    from study.lease import pid_alive
+    from study.store.lease import pid_alive
 
     return pid_alive(pid)
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from study.metrics import PooledMetrics, per_image_dice
+from study.train.confusion import confusion_counts
 from study.train.losses import (
     attention_transfer_loss,
     bce_dice_loss,
@@ -15,7 +17,6 @@ from study.train.losses import (
     kl_logit_loss,
     sobel_magnitude,
 )
-from study.train.metrics import PooledMetrics, confusion_counts, per_image_dice
 
 S_LOGITS = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]], dtype=torch.float64)
 T_LOGITS = torch.tensor([[[[1.5, -2.0], [0.5, 3.0]]]], dtype=torch.float64)

@@ -5,11 +5,10 @@ import csv
 import re
 
 import pytest
+from conftest import SHARED
 
 from study.paper import PAPER_DIR, mismatches
 from study.variants import load_tables
-
-from conftest import SHARED
 
 PAPER_TEXT = SHARED / "seeds" / "000_3949b1be53b8d13f.txt"
 ABLATION_COLUMNS = ["row_id", "name", "params_m", "flops_g", "iou", "dsc"]

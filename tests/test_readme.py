@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 BLOCK = re.compile(r"<!-- readme-test -->\s*```(?:bash|console)\n(.*?)```", re.S)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from study.models import build_model
 from study.models.release import from_release
 from study.train.engine import prepare_batch, prepare_model

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from study.config import RunConfig
 from study.data.split import split_from_release
 from study.errors import DataError
 from study.report.collect import collect_table
-from study.store import RunKey, Store
+from study.store.runs import Store
 from study.variants import find_row, load_tables
 
 ISIC17 = ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth")
@@ -27,7 +27,7 @@ def cli(*args, results=None):
     return subprocess.run(argv, cwd=REPO_ROOT, env=dict(os.environ), text=True, capture_output=True, timeout=900)
 
 
-def release_root(real_samples, tmp_path, counts: dict[str, int]) -> "Path":
+def release_root(real_samples, tmp_path, counts: dict[str, int]):
     """The real ISIC 2017 samples laid out as a release with the given part sizes."""
     source = real_samples / "ISIC2017"
     images = sorted((source / ISIC17[0]).glob("ISIC_*.jpg"))
@@ -132,8 +132,8 @@ def test_real_runs_store_the_challenges_metrics_and_predictions_for_fig4(real_sa
     """Two Table 1 models on the real ISIC 2017 samples: challenge metrics in the record, a challenge
     table and Fig. 4 in the report, drawn from the stored predictions."""
     from study.challenge import challenge_scores
-    from study.per_image import read_counts
-    from study.predictions import read_predictions
+    from study.store.per_image import read_counts
+    from study.store.predictions import read_predictions
 
     sets = ["--set", "data.size=64", "--set", "train.epochs=1", "--set", "data.external=[]"]
     root = f"isic2017={real_samples / 'ISIC2017'}"

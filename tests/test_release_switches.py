@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
+from test_train import tiny
 
 from study.data import prepare_cache
 from study.data.batched import ResidentSplit, augment, draw_batch
 from study.data.torch_dataset import SegmentationDataset
 from study.data.transforms import TransformConfig, _rotate
-from study.store import Store
+from study.store.runs import Store
 from study.train import objective as objective_mod
 from study.train.run import train_run
-from test_train import tiny
 
 
 def test_soft_masks_of_real_samples_are_the_resized_masks_before_the_threshold(real_samples, cache_dir):
@@ -34,7 +33,7 @@ def test_soft_targets_reach_training_and_the_selection_loss(real_samples, cache_
     _, mask = train[0]
     assert mask.min() >= 0 and mask.max() <= 1 and ((mask > 0) & (mask < 1)).any()
     # the test split keeps the soft targets for its loss (the release selects on it); counts threshold at 0.5
-    from study.train.metrics import confusion_counts
+    from study.train.confusion import confusion_counts
 
     assert ((test[0][1] > 0) & (test[0][1] < 1)).any()
     hard = SegmentationDataset(cache, transforms=TransformConfig().for_evaluation())

@@ -4,12 +4,25 @@ import numpy as np
 import pytest
 
 from study.report.audit import (
-    NO_DIFFERENCE, NOT_COMPARED, OURS_BETTER, ROW_BETTER, Paired, audit_paired, audit_table, bootstrap_differences,
-    holm, image_dice_differences, render_latex, render_markdown, seed_differences, seed_ttest_p, wilcoxon_p,
+    NO_DIFFERENCE,
+    NOT_COMPARED,
+    OURS_BETTER,
+    ROW_BETTER,
+    Paired,
+    audit_paired,
+    audit_table,
+    bootstrap_differences,
+    holm,
+    image_dice_differences,
+    render_latex,
+    render_markdown,
+    seed_differences,
+    seed_ttest_p,
+    wilcoxon_p,
 )
 from study.report.collect import collect_table
 from study.report.synthetic import counts_for_dice, write_run
-from study.store import Store
+from study.store.runs import Store
 from study.variants import load_tables
 
 TABLES = load_tables()

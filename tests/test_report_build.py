@@ -4,15 +4,15 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT, require_executable
 from PIL import Image
 
-from conftest import REPO_ROOT, require_executable
 from study.report.build import build_report, compile_pdf
 from study.report.collect import collect_table
 from study.report.compare import DIFFERS, NO_RUNS, ONE_RUN, OUTSIDE, compare_table
 from study.report.compare import render_markdown as compare_markdown
 from study.report.synthetic import demo_store, write_run
-from study.store import Store
+from study.store.runs import Store
 from study.variants import load_tables
 
 TABLES = load_tables()

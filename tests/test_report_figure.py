@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from study.report.figure import (
-    LABEL_GID, TEXT_WIDTH_IN, Point, figure_width, latex_width, make_figure, points_from_paper, x_range,
+    LABEL_GID,
+    TEXT_WIDTH_IN,
+    Point,
+    figure_width,
+    latex_width,
+    make_figure,
+    points_from_paper,
+    x_range,
 )
 
 

@@ -12,15 +12,18 @@ import json
 import pytest
 
 from study.report import counting
-from study.report.audit import audit_tables, render_markdown as audit_markdown, unjudged_lines
+from study.report.audit import audit_tables, unjudged_lines
+from study.report.audit import render_markdown as audit_markdown
 from study.report.build import MANIFEST, build_report
 from study.report.collect import collect_table, collect_tables
-from study.report.compare import NOT_COMPARABLE, render_csv as compare_csv, render_markdown as compare_markdown
+from study.report.compare import NOT_COMPARABLE
+from study.report.compare import render_csv as compare_csv
+from study.report.compare import render_markdown as compare_markdown
 from study.report.counting import CountedCell, fill_counted
 from study.report.format import BEST, SECOND, rank_marks
 from study.report.synthetic import demo_store, write_run
 from study.report.tables import caption_sentences, render_csv, render_latex, render_markdown, render_table
-from study.store import Store
+from study.store.runs import Store
 from study.variants import load_tables
 
 TABLES = load_tables()

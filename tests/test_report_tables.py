@@ -9,15 +9,15 @@ import difflib
 import os
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from study.errors import ConfigError
 from study.report.build import parse_tables
 from study.report.collect import collect_table
 from study.report.format import rank_marks
 from study.report.synthetic import write_run
 from study.report.tables import render_csv, render_latex, render_markdown, render_table
-from study.store import Store
+from study.store.runs import Store
 from study.variants import load_tables
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "report"

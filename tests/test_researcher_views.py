@@ -3,7 +3,6 @@ adds up, honest verdicts on synthetic data, an HTML page that works in a browser
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,15 +10,15 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, _missing
+from test_train import tiny
+
 from study.errors import ConfigError
 from study.report.build import build_report
 from study.report.synthetic import counts_for_dice, write_run
-from study.store import Store
+from study.store.runs import Store
 from study.train.run import train_run
 from study.variants import load_tables
-from test_train import tiny
 
 TABLES = load_tables()
 
@@ -232,7 +231,7 @@ def test_did_you_mean():
 def test_parquet_without_pyarrow_is_one_clear_error(smoke_store, tmp_path, monkeypatch):
     import builtins
 
-    from study.index import export_index
+    from study.store.index import export_index
 
     real_import = builtins.__import__
 

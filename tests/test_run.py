@@ -8,11 +8,11 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from study.errors import StudyError
 from study.plan import expand, make_plan
-from study.store import Store
+from study.store.runs import Store
 from study.variants import load_tables
 
 # A tiny smoke table: 3 rows, 40 synthetic images, 2 epochs.
@@ -57,7 +57,7 @@ def test_shared_rows_are_one_run_and_teachers_are_planned():
     planned = expand(["table3", "table6", "t7-full"], [0], profile="smoke")
     ours = [p for p in planned if "t3-ours" in p.rows]
     assert len(ours) == 1 and set(ours[0].rows) >= {"t3-ours", "t6-shared"}
-    teacher = [p for p in planned if p.teacher_of]
+    teacher = [p for p in planned if any(s.teacher == p.key for s in planned)]
     assert len(teacher) == 1 and teacher[0].key == ours[0].key  # the teacher is the full smoke model
 
 
@@ -225,7 +225,7 @@ def test_every_table1_row_trains_on_smoke(tmp_path):
 
 
 def test_status_shows_runs_waiting_in_a_cluster_queue(tmp_path):
-    from study.status import table_status
+    from study.store.status import table_status
 
     table = load_tables()["table6"]
     run_id = f"{table.row('t6-none').run_config(profile='smoke').hash}-s0"

@@ -21,15 +21,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from study.config import parse_overrides
 from study.errors import ConfigError
 from study.launch import get_launcher
 from study.launch import slurm as sl
 from study.launch.slurm import cluster as sl_cluster
 from study.plan import expand, make_plan
-from study.store import RunKey, Store
+from study.store.record import RunKey
+from study.store.runs import Store
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "slurm"
 TINY = ["--set", "data.synthetic_count=40", "--set", "train.epochs=2"]
@@ -360,7 +361,7 @@ def test_requeue_resumes_from_checkpoint_with_the_same_result(slurm_cluster, tmp
 
 
 def test_failed_job_keeps_its_stderr_for_status(slurm_cluster, tmp_path):
-    from study.status import stderr_tail
+    from study.store.status import stderr_tail
 
     store_root = tmp_path / "store"
     out = study("run", "t3-ours", "--seeds", "1", "--profile", "smoke", "--launcher", "slurm", "--cluster",

@@ -10,13 +10,13 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
-from study.errors import ConfigError, StudyError
-from study.record import RecordError, RunRecord, Status
+
 from study.report.collect import resolve_profile
 from study.report.synthetic import write_run
-from study.store import RunKey, Store, atomic_write_bytes
+from study.store.atomic import atomic_write_bytes
+from study.store.record import RecordError, RunKey, Status
+from study.store.runs import Store
 from study.train.run import RunFailed, train_run
 from study.variants import find_row, load_tables
 

@@ -10,10 +10,11 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from study.errors import StudyError
-from study.store import RunKey, Store
+from study.store.record import RunKey
+from study.store.runs import Store
 from study.train import loop as loop_mod
 from study.train.run import train_run
 from study.variants import find_row

@@ -12,16 +12,16 @@ import zlib
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
-from study import lease as lease_mod
+from test_train import tiny
+
 from study.errors import ConfigError
-from study.lease import RunLease
-from study.record import Status
-from study.store import Store
+from study.store import lease as lease_mod
+from study.store.lease import RunLease
+from study.store.record import Status
+from study.store.runs import Store
 from study.train import loop as loop_mod
 from study.train import run as run_mod
-from test_train import tiny
 
 # ------------------------------------------------------------------ 1. stopped between the last epoch and the seal
 
@@ -109,7 +109,7 @@ def test_a_completed_record_without_its_history_is_damaged(tmp_path, uninterrupt
 
 
 def test_an_edited_headline_metric_makes_the_record_damaged(tmp_path, uninterrupted):
-    from study.verify import verify_store
+    from study.store.verify import verify_store
 
     store = Store(tmp_path)
     record = run_mod.train_run(tiny(train={"epochs": EPOCHS}), 0, store, progress=False)
@@ -208,7 +208,7 @@ def test_manifest_names_every_run_added_removed_or_changed(tmp_path):
     # one run removed, one changed (its files rewritten and re-sealed), one added
     import shutil
 
-    from study.store import RunKey
+    from study.store.record import RunKey
 
     keys = [RunKey(row.run_config(None, "smoke").hash, 0) for row in table.rows]
     shutil.rmtree(store.run_dir(keys[0]))
@@ -222,7 +222,7 @@ def test_manifest_names_every_run_added_removed_or_changed(tmp_path):
 
 
 def test_an_edited_manifest_is_refused(tmp_path):
-    from study.manifest import read_manifest
+    from study.store.manifest import read_manifest
 
     store = Store(tmp_path / "store")
     manifest = tmp_path / "m.json"
@@ -240,7 +240,7 @@ def test_an_edited_manifest_is_refused(tmp_path):
 def test_a_torn_last_journal_record_is_set_aside_and_the_search_goes_on(tmp_path, capsys):
     import optuna
 
-    from study.tune import open_storage
+    from study.search.storage import open_storage
 
     path = tmp_path / "tune" / "s.journal"
     study = optuna.create_study(study_name="s", storage=open_storage(str(path)), direction="maximize")
@@ -263,7 +263,7 @@ def test_a_record_glued_onto_a_torn_one_is_kept(tmp_path):
     """The usual tear: a killed worker's fragment, then a live worker's record appended onto it."""
     import optuna
 
-    from study.tune import open_storage
+    from study.search.storage import open_storage
 
     path = tmp_path / "s.journal"
     study = optuna.create_study(study_name="s", storage=open_storage(str(path)), direction="maximize")
@@ -286,7 +286,7 @@ def test_tune_show_reads_a_journal_it_cannot_write_and_creates_nothing(tmp_path)
 def test_a_whole_journal_is_left_alone(tmp_path):
     import optuna
 
-    from study.tune import open_storage, repair_journal
+    from study.search.storage import open_storage, repair_journal
 
     path = tmp_path / "s.journal"
     optuna.create_study(study_name="s", storage=open_storage(str(path)))
@@ -317,6 +317,7 @@ def test_a_control_character_in_a_row_name_is_refused_at_load(tmp_path):
 
 def test_non_ascii_names_typeset_in_the_pdf(tmp_path):
     from conftest import require_executable
+
     from study.report.build import compile_pdf
     from study.report.format import latex_escape
 

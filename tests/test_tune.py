@@ -10,11 +10,12 @@ import time
 
 import optuna
 import pytest
+from conftest import REPO_ROOT
 from optuna.trial import TrialState
 
-from conftest import REPO_ROOT
-from study.store import Store
-from study.tune import OFFICIAL, TuneSpec, load_study
+from study.search.space import OFFICIAL, TuneSpec
+from study.search.storage import load_study
+from study.store.runs import Store
 
 TINY = ["--dataset", "synthetic", "--profile", "smoke", "--set", "data.synthetic_count=40",
         "--set", "train.epochs=2"]
@@ -136,11 +137,12 @@ def test_an_odd_record_fails_its_trial_once_retried_and_the_search_moves_on(tmp_
     """A completed run whose record gives no holdout DSC (an older harness, an edit) never crashes the search."""
     import optuna
 
-    from study import tune as tune_mod
-    from study.record import RunRecord, Status
-    from study.store import RunKey
+    from study.search import workers as tune_mod
+    from study.search.space import TuneSpec
+    from study.search.storage import load_study
+    from study.search.workers import run_trial
+    from study.store.record import RunKey, RunRecord, Status
     from study.train import run as run_mod
-    from study.tune import TuneSpec, load_study, run_trial
 
     spec = TuneSpec("synthetic", 3, str(tmp_path / "s.journal"), "odd", str(tmp_path), profile="smoke")
     study = load_study(spec)

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "study.cli.complexity",
     "study.cli.bench",
     "study.cli.doctor",
+    "study.cli.env",
 )
 
 

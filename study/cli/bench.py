@@ -47,7 +47,8 @@ def _print_comparison(c, repeats: int) -> None:
 def _record(args, row, result, where: str) -> None:
     import time
 
-    from study.store import RESULTS_DIR, Store, atomic_write_json
+    from study.store.atomic import atomic_write_json
+    from study.store.runs import RESULTS_DIR, Store
     from study.train.numerics import settings
 
     store = Store(args.results or RESULTS_DIR)
@@ -62,24 +63,22 @@ def _record(args, row, result, where: str) -> None:
 def run(args) -> int:
     import torch
 
+    from study import kernels
     from study.bench import bench_backend, bench_scan, compare_with_reference
     from study.errors import StudyError
-    from study import kernels
-    from study.launch.cpus import default_threads, tune_allocator
+    from study.launch.cpus import configure_process, local_share
     from study.models.mamba import available_backends
     from study.variants import find_row
 
     row = find_row(args.variant)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise StudyError("--device cuda: no CUDA device is visible to torch here")
-    tune_allocator()
-    torch.set_num_threads(args.threads or default_threads())
+    share = local_share([], jobs=1, threads=args.threads)  # the busy CPUs sampled once, for both uses
+    configure_process(share.threads)
     from study.train.numerics import apply as apply_numerics
 
     apply_numerics(args.device)  # before anything probes a kernel or starts cuBLAS
-    from study.launch.cpus import busy_cpus
-
-    busy = busy_cpus()
+    busy = share.busy
     if busy:
         print(f"warning: {busy} CPU(s) are busy with other work: these timings are unreliable (the ratios less so); "
               "time it alone")

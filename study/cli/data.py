@@ -74,7 +74,7 @@ def _source(args):
 def run_check(args) -> int:
     from study.data.check import check_source
     from study.data.layouts import scan_dataset
-    from study.data.registry import dataset_info
+    from study.datasets import dataset_info
 
     if not dataset_info(args.dataset).needs_root:
         return _check_synthetic(args)
@@ -106,8 +106,8 @@ def _check_synthetic(args) -> int:
 
 def run_cache(args) -> int:
     from study.data.cache import build_cache, build_synthetic_cache
-    from study.data.registry import dataset_info
     from study.data.synthetic import SyntheticSpec
+    from study.datasets import dataset_info
 
     if not dataset_info(args.dataset).needs_root:
         cache = build_synthetic_cache(
@@ -134,9 +134,9 @@ def run_cache(args) -> int:
 
 
 def run_split(args) -> int:
-    from study.data.registry import dataset_info
     from study.data.split import default_manifest_path, ensure_split, ids_digest, write_manifest
     from study.data.synthetic import synthetic_ids
+    from study.datasets import dataset_info
     from study.errors import DataError
 
     if not dataset_info(args.dataset).needs_root:

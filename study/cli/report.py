@@ -41,7 +41,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from study.report.audit import N_BOOT
     from study.report.build import build_report, parse_tables
-    from study.store import RESULTS_DIR, Store
+    from study.store.runs import RESULTS_DIR, Store
     from study.variants import load_tables
 
     if args.seeds is not None and args.seeds < 1:
@@ -51,7 +51,7 @@ def run(args) -> int:
     variants = load_tables()
     tables = parse_tables(args.tables, variants)
     store = Store(args.results or RESULTS_DIR)
-    from study.store import require_writable
+    from study.store.atomic import require_writable
 
     require_writable(args.out or store.root / "report", "the report folder")
     from study.config import parse_overrides

@@ -79,15 +79,34 @@ def human_duration(seconds: float, prefix: str = "") -> str:
     return f"{seconds:.0f} {prefix}seconds" if prefix else f"{seconds:.0f} s"
 
 
-def print_estimate(plan, store, args) -> None:
+def make_launcher(args, plan):
+    """The launcher, with the CPU share decided once: what --dry-run prints is what the launch uses."""
+    from study.errors import ConfigError
+    from study.launch import get_launcher
+
+    if args.launcher == "local":
+        from study.launch.cpus import local_share
+
+        share = local_share([r.config.data.size for r in plan.todo], args.jobs, args.threads)
+        return get_launcher("local", share=share, track=args.track)
+    if args.jobs is not None:
+        raise ConfigError("--jobs is for the local launcher; on SLURM a task's runs at once are the cluster "
+                          "profile's runs_per_task")
+    return get_launcher(args.launcher, cluster=args.cluster, track=args.track, threads=args.threads)
+
+
+def describe_share(launcher) -> str:
+    share = getattr(launcher, "share", None)
+    return f"local: {share.describe()}" if share is not None else f"SLURM: {launcher.profile.describe_share()}"
+
+
+def print_estimate(plan, store, args, launcher) -> None:
     """Each run's estimated cost, and the plan's total in CPU-minutes or, on a GPU cluster, GPU-hours."""
-    from study.plan import cost_rates, estimate_seconds, measured_wall_times
+    from study.cost import cost_rates, estimate_seconds, measured_wall_times
 
-    share, gpus, per_task = None, 0, 1
+    share, gpus, per_task = getattr(launcher, "share", None), 0, 1
     if args.launcher == "slurm":
-        from study.launch.slurm import load_profile
-
-        profile = load_profile(args.cluster)
+        profile = launcher.profile
         gpus, per_task = profile.gpus_per_task, profile.runs_per_task
     device = "cuda" if gpus else "cpu"
     records = list(store.records())  # read and verified once, for both kinds of figure
@@ -109,10 +128,6 @@ def print_estimate(plan, store, args) -> None:
             print("  no GPU epochs recorded in this store and no `study bench --device cuda --record` figure: "
                   "the per-run figures above are CPU estimates, so this overstates a GPU's cost")
         return
-    if args.launcher == "local":
-        from study.launch.cpus import local_share
-
-        share = local_share([r.config.data.size for r in plan.todo], args.jobs, args.threads)
     jobs = share.jobs if share else 1
     print(f"estimated cost: {human_duration(total, 'CPU-')} of training"
           + (f", about {human_duration(total / jobs)} with {jobs} runs at once" if jobs > 1 else "")
@@ -121,15 +136,17 @@ def print_estimate(plan, store, args) -> None:
 
 
 def run(args) -> int:
-    from study.launch import get_launcher
-    from study.store import RESULTS_DIR, Store, require_writable
+    from study.store.atomic import require_writable
+    from study.store.runs import RESULTS_DIR, Store
 
     store = Store(args.results or RESULTS_DIR)
     if not args.dry_run:
         require_writable(store.root, "the results store")
     plan = plan_from_args(args, store)
     if args.dry_run:
-        print_estimate(plan, store, args)
+        launcher = make_launcher(args, plan)
+        print(describe_share(launcher))
+        print_estimate(plan, store, args, launcher)
         check_data_roots(plan.todo, parse_roots(args.roots))  # a dataset the runs would miss: said now
         return 0
     if not plan.todo:
@@ -139,9 +156,7 @@ def run(args) -> int:
         return 0 if not plan.holders else 1
     roots = parse_roots(args.roots)
     check_data_roots(plan.todo, roots)
-    options = {"jobs": args.jobs, "threads": args.threads} if args.launcher == "local" else {"cluster": args.cluster}
-    options["track"] = args.track
-    launcher = get_launcher(args.launcher, **options)
+    launcher = make_launcher(args, plan)
     report = launcher.launch(plan.todo, store, roots=roots, log=print)
     if report.submitted:
         print(f"submitted {len(report.submitted)} run(s)"

@@ -33,9 +33,10 @@ def run(args) -> int:
     from study.cli.run import check_data_roots, plan_from_args
     from study.cli.train import parse_roots
     from study.launch.slurm import load_profile, write_sbatch
-    from study.store import RESULTS_DIR, Store, require_writable
+    from study.store.atomic import require_writable
+    from study.store.runs import RESULTS_DIR, Store
 
-    profile = load_profile(args.cluster)
+    profile = load_profile(args.cluster).with_threads(args.threads)  # threads decided once, per run of a task
     store = Store(Path(args.results or RESULTS_DIR).resolve())
     require_writable(store.root, "the results store")
     plan = plan_from_args(args, store)
@@ -51,7 +52,8 @@ def run(args) -> int:
     files = write_sbatch(plan.todo, store, profile, out, roots=roots, name=name, command=command,
                          snapshot=False if args.no_snapshot else None)
     snap = files.snapshot
-    print(f"cluster profile {profile.name}; code {'snapshot ' if snap.path else ''}{snap.code_root}"
+    print(f"cluster profile {profile.name}: {profile.describe_share()}")
+    print(f"code {'snapshot ' if snap.path else ''}{snap.code_root}"
           f" (commit {(snap.commit or 'unknown')[:12]}{', uncommitted changes' if snap.dirty else ''})")
     for path in files.scripts + files.student_scripts:
         print(f"  wrote {path}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 def states() -> tuple[str, ...]:
     """Every state status prints, in order (imported late: ``--help`` stays free of torch)."""
-    from study.record import Status
-    from study.record import MISSING, QUEUED
+    from study.store.record import MISSING, QUEUED, Status
 
     return (Status.COMPLETED.value, Status.FAILED.value, Status.DAMAGED.value, Status.RUNNING.value, QUEUED,
             Status.INTERRUPTED.value, MISSING)
@@ -30,9 +29,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from study.config import parse_overrides
     from study.errors import ConfigError
-    from study.index import export_index, snapshot
-    from study.status import table_status
-    from study.store import RESULTS_DIR, Store
+    from study.store.index import export_index, snapshot
+    from study.store.runs import RESULTS_DIR, Store
+    from study.store.status import table_status
     from study.variants import load_tables
 
     all_states = states()
@@ -70,17 +69,25 @@ def run(args) -> int:
                 print(f"  {c.row_id:22s} {c.dataset:10s} {counts}{jobs}")
                 for f in c.failures:
                     print(f"      {f}")
+    _mixed_kernels(reading)
     if args.export:
         path = export_index(reading, args.export)
         print(f"\nindex of all runs written to {path}")
     return 0
 
 
+def _mixed_kernels(reading) -> None:
+    from study.store.status import mixed_kernel_notes
+
+    for note in mixed_kernel_notes(reading.records()):
+        print(f"mixed kernels: {note}")
+
+
 def _summary(tables, reading, seeds, profiles, overrides, queued, args, reading_export=None) -> int:
     """One line per table and profile that has runs; the others named once, with how to see them."""
-    from study.index import export_index
-    from study.record import MISSING
-    from study.status import table_status
+    from study.store.index import export_index
+    from study.store.record import MISSING
+    from study.store.status import table_status
 
     all_states = states()
     empty = []
@@ -101,6 +108,7 @@ def _summary(tables, reading, seeds, profiles, overrides, queued, args, reading_
         names = [t for p, t in empty if p == profile]
         if names:
             print(f"no runs under profile {profile}: {', '.join(names)}")
+    _mixed_kernels(reading)
     print(f"row by row: `python -m study status TABLE [--profile NAME] [--seeds {len(seeds)}]`, or --all")
     if reading_export:
         print(f"index of all runs written to {export_index(reading, reading_export)}")

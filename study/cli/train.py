@@ -14,13 +14,16 @@ def add_run_options(p) -> None:
     p.add_argument("--root", dest="roots", action="append", default=[], metavar="DATASET=PATH",
                    help="where a dataset lives, e.g. --root isic2017=/data/ISIC2017 (repeatable; `train "
                         "--dataset NAME` also takes a bare PATH)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: the free CPUs this process may use)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per run (default: $STUDY_THREADS, else the free CPUs shared by the "
+                        "runs at once; on SLURM: the task's CPUs shared by its runs, and --threads N asks each "
+                        "task for N x runs_per_task CPUs)")
 
 
 def parse_roots(items: list[str], dataset: str | None = None) -> dict[str, str]:
     """``--root DATASET=PATH`` (repeatable); a bare ``--root PATH`` where the command names its one
     ``dataset`` already. The one syntax of every command that takes ``--root``."""
-    from study.data.registry import DATASETS
+    from study.datasets import DATASETS
     from study.errors import ConfigError
 
     roots = {}
@@ -58,16 +61,17 @@ def register(sub) -> None:
 def run(args) -> int:
     from study.config import parse_overrides
     from study.errors import ConfigError, StudyError
-    from study.store import RunKey
-    from study.store import RESULTS_DIR, Store, require_writable
+    from study.store.atomic import require_writable
+    from study.store.record import RunKey
+    from study.store.runs import RESULTS_DIR, Store
     from study.train.run import check_data_roots, train_run
     from study.variants import find_row
 
     if args.seed < 0:
         raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
-    from study.launch.cpus import configure_process, default_threads
+    from study.launch.cpus import configure_process, local_share
 
-    configure_process(args.threads or default_threads())
+    configure_process(local_share([], jobs=1, threads=args.threads).threads)
     row = find_row(args.variant)
     config = row.run_config(args.dataset, args.profile, parse_overrides(args.overrides))
     roots = parse_roots(args.roots, config.data.dataset if args.dataset else None)

@@ -35,10 +35,10 @@ def _common(p) -> None:
 
 
 def _spec(args, store):
-    from study.config import parse_overrides
-    from study.tune import TuneSpec, default_storage
-
     from study.cli.train import parse_roots
+    from study.config import parse_overrides
+    from study.search.space import TuneSpec
+    from study.search.storage import default_storage
 
     if args.seed < 0:
         from study.errors import ConfigError
@@ -54,27 +54,35 @@ def _spec(args, store):
 
 def run_distill(args) -> int:
     from study.errors import ConfigError
-    from study.store import RESULTS_DIR, Store, require_writable
-    from study.tune import ensure_teacher, load_study, prepare_study, run_local, summary
+    from study.launch.cpus import configure_process, local_share
+    from study.search.results import summary
+    from study.search.storage import load_study, prepare_study
+    from study.search.workers import ensure_teacher, run_local
+    from study.store.atomic import require_writable
+    from study.store.runs import RESULTS_DIR, Store
 
     if args.trials < 1 or args.workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
+    if args.launcher not in ("local", "slurm"):
+        raise ConfigError(f"--launcher: unknown {args.launcher!r}; allowed: local, slurm")
     store = Store(args.results or RESULTS_DIR)
     require_writable(store.root, "the results store")
     spec = _spec(args, store)
+    # Threads decided once: the local workers' share (and the teacher's, trained here first if missing).
+    share = local_share([], jobs=args.workers if args.launcher == "local" else 1, threads=args.threads)
     print(f"search: {args.trials} trial(s), {args.workers} worker(s), dataset {args.dataset}, "
           f"profile {args.profile}; storage {spec.storage}")
     prepare_study(spec)
+    configure_process(share.threads)
     ensure_teacher(spec)
     if args.launcher == "slurm":
-        from study.tune_slurm import submit_tune_workers
+        from study.search.slurm import submit_tune_workers
 
-        jobs = submit_tune_workers(spec, args.workers, args.cluster)
+        jobs = submit_tune_workers(spec, args.workers, args.cluster, threads=args.threads)
         print(f"submitted {len(jobs)} worker task(s): {', '.join(jobs)}; `python -m study tune show` follows them")
         return 0
-    if args.launcher != "local":
-        raise ConfigError(f"--launcher: unknown {args.launcher!r}; allowed: local, slurm")
-    run_local(spec, args.workers)
+    print(f"local: {share.describe()}")
+    run_local(spec, share)
     print(summary(load_study(spec, create=False)))
     return 0
 
@@ -82,8 +90,10 @@ def run_distill(args) -> int:
 def run_show(args) -> int:
     from pathlib import Path
 
-    from study.store import RESULTS_DIR, Store
-    from study.tune import TuneSpec, default_storage, export_best, load_study, same_config_rows, summary
+    from study.search.results import export_best, same_config_rows, summary
+    from study.search.space import TuneSpec
+    from study.search.storage import default_storage, load_study
+    from study.store.runs import RESULTS_DIR, Store
     from study.variants import VARIANTS_DIR
 
     store = Store(args.results or RESULTS_DIR)

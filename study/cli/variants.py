@@ -109,7 +109,8 @@ def differences(a: dict, b: dict) -> dict:
 def _config_of(name: str, args, overrides):
     """A row's resolved config, or a stored run's (by run id): (label, config dict)."""
     from study.errors import ConfigError
-    from study.store import RESULTS_DIR, RunKey, Store
+    from study.store.record import RunKey
+    from study.store.runs import RESULTS_DIR, Store
     from study.variants import find_row
 
     if RunKey.is_id(name):

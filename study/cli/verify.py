@@ -19,8 +19,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from study.store import RESULTS_DIR, Store
-    from study.verify import verify_store
+    from study.store.runs import RESULTS_DIR, Store
+    from study.store.verify import verify_store
 
     store = Store(args.results or RESULTS_DIR)
     tty = sys.stderr.isatty()
@@ -48,13 +48,13 @@ def run(args) -> int:
         print(f"manifest not written: {len(check.damaged)} damaged and {len(check.strays)} stray entries would "
               "be left out of it silently; repair or remove them first")
     elif args.manifest:
-        from study.manifest import write_manifest
+        from study.store.manifest import write_manifest
 
         manifest = write_manifest(store, args.manifest)
         print(f"manifest {args.manifest}: {len(manifest['runs'])} completed run(s), root sha256 "
               f"{manifest['root_sha256']}")
     if args.against:
-        from study.manifest import compare_manifest, read_manifest
+        from study.store.manifest import compare_manifest, read_manifest
 
         diff = compare_manifest(store, read_manifest(args.against))
         for run_id in diff.added:

@@ -1,8 +1,8 @@
 """Datasets: readers for the original releases, the split, the cache, transforms, synthetic data.
 
-One concept per module:
+One concept per module (the datasets' names and downloads are ``study.datasets``, below
+both this package and the config):
 
-- ``registry``      dataset names, titles and where to download them
 - ``roots``         where a dataset lives: --root > STUDY_DATA_<NAME> > config file
 - ``layouts``       listing image/mask pairs by id from each release layout
 - ``imageio``       decoding and validating one pair, resizing it
@@ -22,10 +22,10 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "DATASETS": "registry",
-    "REAL_DATASETS": "registry",
-    "DatasetInfo": "registry",
-    "dataset_info": "registry",
+    "DATASETS": "study.datasets",
+    "REAL_DATASETS": "study.datasets",
+    "DatasetInfo": "study.datasets",
+    "dataset_info": "study.datasets",
     "ResolvedRoot": "roots",
     "resolve_root": "roots",
     "BadPair": "layouts",
@@ -68,7 +68,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'study.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"study.data.{_EXPORTS[name]}"), name)
+    module = _EXPORTS[name]
+    value = getattr(importlib.import_module(module if "." in module else f"study.data.{module}"), name)
     globals()[name] = value
     return value
 

@@ -25,8 +25,6 @@ import torch.nn.functional as F
 
 from study.data.transforms import TransformConfig
 
-PIPELINES = ("batched", "per_sample")
-
 
 @dataclass(frozen=True)
 class BatchAugmentation:

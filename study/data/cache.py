@@ -34,8 +34,9 @@ import numpy as np
 from study.data.check import map_pairs
 from study.data.imageio import RESIZE_METHOD, RESIZE_TAG, read_mask, read_pair, resize_mask_soft, resize_pair
 from study.data.layouts import BadPair, DataSource, SamplePair, get_dataset_source, problems_message
-from study.data.registry import dataset_info
-from study.data.synthetic import GENERATOR_VERSION, SyntheticSpec, make_synthetic, synthetic_ids
+from study.data.synthetic import SyntheticSpec, make_synthetic, synthetic_ids
+from study.datasets import SYNTHETIC_GENERATOR_VERSION as GENERATOR_VERSION
+from study.datasets import dataset_info
 from study.errors import DataError
 
 CACHE_FORMAT = 1
@@ -50,9 +51,9 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where caches and split manifests live: the argument, ``$STUDY_CACHE``, or ``~/.cache/ultralbm-study``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("STUDY_CACHE"):
-        return Path(os.environ["STUDY_CACHE"]).expanduser()
-    return Path.home() / ".cache" / "ultralbm-study"
+    from study.settings import current
+
+    return current().cache
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.data.registry import dataset_info
+from study.datasets import dataset_info
 from study.errors import DataError
+from study.settings import current
 
 PROJECT_CONFIG_NAME = "study.toml"
 
@@ -86,8 +87,8 @@ def resolve_root(name: str, root: str | os.PathLike | None = None) -> ResolvedRo
         raise DataError(f"dataset {name!r} is generated and has no root folder")
     if root is not None and str(root) != "":
         resolved = ResolvedRoot(Path(root).expanduser(), "--root")
-    elif os.environ.get(info.env_var):
-        resolved = ResolvedRoot(Path(os.environ[info.env_var]).expanduser(), info.env_var)
+    elif current().data_root(info.env_var):
+        resolved = ResolvedRoot(Path(current().data_root(info.env_var)).expanduser(), info.env_var)
     else:
         resolved = _root_from_config(name)
         if resolved is None:

@@ -20,9 +20,6 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from study.errors import DataError
 
-# Part of the cache key: bump it whenever the pictures change.
-GENERATOR_VERSION = 2
-
 # (name, probability, RGB mean): dark and mid browns dominate as in ISIC; tan and
 # pink lesions are about as bright as darker skin, which defeats a threshold.
 LESION_KINDS = (

@@ -27,20 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from study.canonical import check_fields
+from study.config import MASK_TARGETS, NORMALIZATIONS, ROTATION_FRAMES, ROTATIONS
 from study.errors import ConfigError
 
-NORMALIZATIONS = ("official", "unit")
-ROTATIONS = ("per_sample", "per_run", "none")
 # Recorded: the interpolation of each tensor when rotated (fill is 0 outside).
 ROTATION_INTERPOLATION = {"image": "bilinear", "mask": "nearest", "fill": 0}
-# Where a rotation happens: "working" (in the resized square frame, here) or "original" (in the
-# image's original aspect ratio: the authors' release rotates at full size and then squashes the
-# result to 256 x 256, so on a non-square image its rotation is also a shear in the network's frame).
-ROTATION_FRAMES = ("working", "original")
-# What a training mask is: "hard" {0, 1} (resized, then thresholded at 128), or "soft" in [0, 1]
-# (resized bilinearly and used as is, as the release does, for its training and test losses);
-# every metric counts the masks thresholded at 0.5, the same pixels either way.
-MASK_TARGETS = ("hard", "soft")
 
 
 @dataclass(frozen=True)

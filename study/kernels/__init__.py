@@ -20,15 +20,16 @@ of threads.
 from __future__ import annotations
 
 import ctypes
-import os
+import subprocess
 import sys
 import threading
 
-from study.kernels.build import build_and_load, openmp_runtimes
+from study.kernels.build import BuildFailed, build_and_load, openmp_runtimes
+from study.settings import current
 
 _lock = threading.Lock()
 _state: dict = {}  # "lib", "path" and "runtimes", or "reason": filled once per process
-_enabled = os.environ.get("STUDY_NATIVE_KERNELS", "1").lower() not in ("0", "false", "no", "off")
+_enabled = current().native_kernels
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {
@@ -59,16 +60,19 @@ def library():
 
     with _lock:
         if not _state:
-            # Whatever goes wrong here (no compiler, a refused file, a failed stat, a library
-            # without a kernel) leaves the PyTorch ops running and says why in status().
+            # What a machine may lack (a compiler, a writable cache, a loadable library) leaves the
+            # PyTorch ops running and says why in status(); anything else (a kernel missing from a
+            # library that built, a signature table that does not fit) is a bug of ours and raises.
             try:
                 lib, path = build_and_load()
+            except (BuildFailed, OSError, subprocess.SubprocessError) as e:
+                _state["reason"] = str(e) or type(e).__name__
+            else:
                 for name, args in SIGNATURES.items():
-                    fn = getattr(lib, name)
+                    fn = getattr(lib, name)  # AttributeError: a kernel renamed on one side only
                     fn.argtypes, fn.restype = args, ctypes.c_int
                 _state.update(lib=lib, path=path, runtimes=openmp_runtimes())
-            except Exception as e:  # noqa: BLE001
-                _state["reason"] = str(e) or type(e).__name__
+            if "reason" in _state:
                 # Said once per process; every run records it too (kernels.cpu in record.json).
                 print(f"warning: the C kernels are not used ({_state['reason'].splitlines()[0]}); the PyTorch "
                       "ops run instead, about 1.3-1.7x slower per training step", file=sys.stderr, flush=True)

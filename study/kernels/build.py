@@ -57,8 +57,10 @@ class RefusedFile(BuildFailed):
 
 
 def cache_dir() -> Path:
-    if os.environ.get("STUDY_KERNEL_CACHE"):
-        return Path(os.environ["STUDY_KERNEL_CACHE"])
+    from study.settings import current
+
+    if current().kernel_cache is not None:
+        return current().kernel_cache
     home = os.path.expanduser("~")
     if not os.path.isabs(home):  # no HOME and no passwd entry (some batch jobs): never the working folder
         return Path(tempfile.gettempdir()) / f"ultralbm-study-kernels-{os.getuid()}"

@@ -1,5 +1,5 @@
-/* Shared by the CPU kernels: float32 only, contiguous layouts, one call per
- * range of batch rows (the Python side runs ranges on separate threads). */
+/* Shared by the CPU kernels: float32 only, contiguous layouts; each call shares
+ * its work out over OpenMP threads itself (PyTorch's own, see selective_scan.c). */
 #ifndef STUDY_KERNELS_COMMON_H
 #define STUDY_KERNELS_COMMON_H
 

@@ -1,7 +1,9 @@
 """Autograd functions over the C kernels; callers check ``applies`` first.
 
-Every pointer handed to C is checked here first (``_p``): a float32 CPU
-tensor, contiguous in the layout the kernel reads. Buffers are allocated as
+Nothing reaches C unchecked: every pointer is a float32 (or int32) CPU tensor,
+contiguous in the layout the kernel reads (``_p``), and every shape the kernel
+derives its loops from agrees with the others (``_check_*``), so a wrong call is a
+ValueError here, never a read past a buffer. Buffers are allocated as
 float32 CPU whatever torch's default dtype is. The backwards are
 ``once_differentiable``: asking for a second derivative raises.
 """
@@ -24,6 +26,23 @@ def _p(t: torch.Tensor | None, channels_last: bool = False, dtype=torch.float32)
         raise ValueError(f"C kernel argument: expected a contiguous {dtype} CPU tensor"
                          f"{' (channels_last)' if channels_last else ''}, got {t.dtype} {t.device} {tuple(t.shape)}")
     return t.data_ptr()
+
+
+def _check_grad(grad: torch.Tensor, like: torch.Tensor, where: str) -> None:
+    if grad.shape != like.shape:
+        raise ValueError(f"{where}: gradient of shape {tuple(grad.shape)} for an output of shape {tuple(like.shape)}")
+
+
+def _check_norm(x: torch.Tensor, groups, weight, bias, where: str) -> None:
+    """A (batch, C, H, W) input, C split into whole groups, weight and bias (C,) or None."""
+    if x.dim() != 4:
+        raise ValueError(f"{where}: expected a (batch, C, H, W) tensor, got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or channels % groups:
+        raise ValueError(f"{where}: {channels} channels do not split into {groups!r} groups")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (channels,):
+            raise ValueError(f"{where}: {name} of shape {tuple(t.shape)} for {channels} channels")
 
 
 def scan_applies(*tensors: torch.Tensor) -> bool:
@@ -53,6 +72,7 @@ class NativeScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         u, delta, A, B, C = ctx.saved_tensors
+        _check_grad(grad_y, u, "native scan")
         grad_y = grad_y.contiguous()
         batch, d, length = u.shape
         n = A.shape[1]
@@ -77,7 +97,7 @@ def _norm_buffers(ctx, x: torch.Tensor, groups: int, weight, bias):
     """What both GroupNorm forwards hand the C code besides their outputs: buffers for
     the statistics and contiguous parameters; notes on ``ctx`` what the backward needs."""
     batch = x.shape[0]
-    ctx.groups = groups
+    ctx.groups = int(groups)
     ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
     w = None if weight is None else weight.contiguous()
     b = None if bias is None else bias.contiguous()
@@ -95,6 +115,7 @@ class NativeGroupNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, groups, weight, bias, eps):
+        _check_norm(x, groups, weight, bias, "native GroupNorm")
         batch, channels, height, width = x.shape
         y = torch.empty_like(x)
         mean, rstd, w, b = _norm_buffers(ctx, x, groups, weight, bias)
@@ -107,6 +128,7 @@ class NativeGroupNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         x, mean, rstd, w = ctx.saved_tensors
+        _check_grad(grad_y, x, "native GroupNorm")
         batch, channels, height, width = x.shape
         grad_y = grad_y.contiguous(memory_format=torch.channels_last)
         grad_x = torch.empty_like(x)
@@ -130,7 +152,10 @@ class NativeGroupNormPoolGelu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, groups, weight, bias, eps, for_backward):
+        _check_norm(x, groups, weight, bias, "native GroupNorm-pool-GELU")
         batch, channels, height, width = x.shape
+        if height % 2 or width % 2:
+            raise ValueError(f"native GroupNorm-pool-GELU: height and width must be even, got {height} x {width}")
         pooled = (batch, channels, height // 2, width // 2)
         out = torch.empty(pooled, memory_format=torch.channels_last, **F32)
         # GELU's slope at the outputs, for the backward: only when one may run
@@ -146,6 +171,9 @@ class NativeGroupNormPoolGelu(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, slope, which, mean, rstd, w = ctx.saved_tensors
+        if slope is None:
+            raise RuntimeError("native GroupNorm-pool-GELU: backward of a forward run without grad")
+        _check_grad(grad_out, slope, "native GroupNorm-pool-GELU")
         batch, channels, height, width = x.shape
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         grad_x = torch.empty_like(x)

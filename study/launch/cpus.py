@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.errors import ConfigError
+
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
@@ -98,29 +100,41 @@ def default_threads(runs_at_once: int = 1, cpus: int | None = None, busy: int | 
 
 
 # Runs at this input size or smaller (the 64x64 smoke profile) gain ~10% from a second
-# thread (0.80 -> 0.73 s per smoke epoch here) and lose 3x beside other work, so they
-# train one thread each, several at once.
+# thread (0.80 -> 0.73 s per smoke epoch here), much less than a second run at once gains
+# (see above on sharing cores), so they train one thread each, several at once.
 SMALL_INPUT = 64
 
 
 @dataclass(frozen=True)
-class LocalShare:
-    """How a local launch divides the CPUs: ``jobs`` runs at once, ``threads`` torch threads each."""
+class CpuShare:
+    """How a launch divides the CPUs, decided once: ``jobs`` runs (or search workers) at once,
+    ``threads`` torch threads each. What ``--dry-run`` prints is what the launch uses."""
 
     jobs: int
     threads: int
     cpus: int
     busy: int
+    chosen: str = "the free CPUs"  # where the thread count came from
 
     def describe(self) -> str:
         busy = f", {self.busy} busy with other work" if self.busy else ""
-        return (f"{self.jobs} run(s) at once x {self.threads} thread(s) "
+        return (f"{self.jobs} run(s) at once x {self.threads} thread(s) from {self.chosen} "
                 f"({self.cpus} CPU(s) available to this process{busy})")
 
 
 def local_share(input_sizes: list[int], jobs: int | None = None, threads: int | None = None,
-                cpus: int | None = None, busy: int | None = None) -> LocalShare:
-    """Jobs and threads for runs of these input sizes; explicit ``jobs``/``threads`` win."""
+                cpus: int | None = None, busy: int | None = None) -> CpuShare:
+    """Jobs and threads for runs of these input sizes; explicit ``jobs``/``threads`` win.
+    With no sizes (``train``, ``bench``, the search's workers) a run counts as large."""
+    from study.settings import current
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: expected at least 1")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    chosen = "--threads" if threads is not None else "the free CPUs"
+    if threads is None and current().threads is not None:
+        threads, chosen = current().threads, "STUDY_THREADS"
     cpus = available_cpus() if cpus is None else cpus
     busy = busy_cpus() if busy is None else busy
     free = max(1, cpus - busy)
@@ -132,7 +146,7 @@ def local_share(input_sizes: list[int], jobs: int | None = None, threads: int | 
         threads = 1 if small else default_threads(jobs, cpus, busy)
     elif jobs is None:
         jobs = max(1, min(runs, free // threads)) if small else 1
-    return LocalShare(max(1, jobs), max(1, threads), cpus, busy)
+    return CpuShare(max(1, jobs), max(1, threads), cpus, busy, chosen)
 
 
 def configure_process(threads: int) -> None:

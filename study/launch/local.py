@@ -1,44 +1,26 @@
 """Local processes: sequential by default, or K worker processes sharing the cores.
 
-By default the free CPUs are shared out by ``study.launch.cpus.local_share``: small
-(64x64 smoke) runs one thread each, as many at once as there are free CPUs; larger
-runs one at a time on all of them. Two processes each using both cores slowed a
-training step about thirty-fold on a 2-core machine.
-Students wait for their teachers: runs go in two waves, teachers first.
+The CPUs are shared out once per launch (``study.launch.cpus.local_share``: small
+64x64 smoke runs one thread each, as many at once as there are free CPUs; larger
+runs one at a time on all of them), and ``run --dry-run`` prints that same share.
+Students wait for their teachers: runs go in two waves, teachers first, through
+one ``WorkerPool``.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import functools
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from tqdm import tqdm
 
-from study.launch.core import BUSY, LaunchReport
-from study.launch.workers import device_slots, init_worker, set_threads, worker_device
-from study.plan import PlannedRun, RunSpec
-from study.record import Status
-from study.store import Store
-
-
-def _train_one(spec: RunSpec, store_root, roots, progress: bool = False, device: str | None = None,
-               track: str | None = None) -> tuple[str, str, str | None, float | None]:
-    """In a worker: (run id, status, reason, test DSC). ``progress``: a bar over the run's epochs."""
-    from study.train.run import RunBusy, train_spec
-
-    run_id = spec.run_id
-    started = time.monotonic()
-    try:
-        record = train_spec(spec, Store(store_root), roots=roots, progress=progress,
-                            device=device or worker_device(), track=track)
-    except RunBusy as exc:
-        return run_id, BUSY, str(exc), None, time.monotonic() - started
-    except Exception as exc:  # the record holds the traceback; report the reason
-        return run_id, Status.FAILED.value, f"{type(exc).__name__}: {exc}", None, time.monotonic() - started
-    return record.run_id, record.status.value, record.reason, record.test_dsc, time.monotonic() - started
+from study.launch.core import BUSY, LaunchReport, train_outcome
+from study.launch.cpus import CpuShare
+from study.launch.pool import Outcome, WorkerPool
+from study.plan import RunSpec
+from study.store.record import Status
+from study.store.runs import Store
 
 
 def _duration(seconds: float) -> str:
@@ -46,20 +28,13 @@ def _duration(seconds: float) -> str:
 
 
 class LocalLauncher:
-    def __init__(self, jobs: int | None = None, threads: int | None = None, track: str | None = None):
-        # None: chosen per launch from the runs' input sizes and the free CPUs (study.launch.cpus).
-        self.jobs, self.threads, self.track = jobs, threads, track
+    def __init__(self, share: CpuShare, track: str | None = None):
+        # The share is decided once, by the caller, and is what its --dry-run printed.
+        self.share, self.track = share, track
 
-    def share(self, runs: list[PlannedRun]):
-        from study.launch.cpus import local_share
-
-        return local_share([r.config.data.size for r in runs], self.jobs, self.threads)
-
-    def launch(self, runs: list[PlannedRun], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:
+    def launch(self, runs: list[RunSpec], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:
         report = LaunchReport()
-        share = self.share(runs)
-        log(f"local: {share.describe()}")
-        jobs, threads = share.jobs, share.threads
+        log(f"local: {self.share.describe()}")
         waves = [[r for r in runs if not r.is_student], [r for r in runs if r.is_student]]
         total, done = len(runs), 0
         # On a terminal: a bar over the runs (and, one run at a time, one over each run's epochs);
@@ -71,38 +46,31 @@ class LocalLauncher:
 
         launched = time.monotonic()
 
-        def note(run: PlannedRun, status: str, reason, dsc, seconds: float) -> None:
+        def note(run: RunSpec, outcome: Outcome) -> None:
             nonlocal done
             done += 1
             elapsed = time.monotonic() - launched
             eta = "" if done == total else f"; about {_duration(elapsed / done * (total - done))} left"
-            took = f" ({_duration(seconds)}{eta})"
-            if status == Status.COMPLETED.value:
+            took = f" ({_duration(outcome.seconds)}{eta})"
+            if outcome.status == Status.COMPLETED.value:
                 report.completed.append(run.run_id)
-                log(f"[{done}/{total}] {run.run_id} {run.label}: completed, test DSC {dsc * 100:.2f}{took}")
-            elif status == BUSY:
+                log(f"[{done}/{total}] {run.run_id} {run.label}: completed, test DSC {outcome.test_dsc * 100:.2f}{took}")
+            elif outcome.status == BUSY:
                 report.busy.append(run.run_id)
                 log(f"[{done}/{total}] {run.run_id} {run.label}: skipped, another process is training it")
             else:
-                report.failed[run.run_id] = reason or status
-                log(f"[{done}/{total}] {run.run_id} {run.label}: {status}: {reason}{took}")
+                report.failed[run.run_id] = outcome.reason or outcome.status
+                log(f"[{done}/{total}] {run.run_id} {run.label}: {outcome.status}: {outcome.reason}{took}")
             bar.update(1)
 
+        # One run at a time on a terminal: a bar over its epochs too.
+        work = functools.partial(train_outcome, store_root=str(store.root), roots=roots,
+                                 progress=tty and self.share.jobs == 1, track=self.track)
         try:
-            if jobs == 1:
-                set_threads(threads)
+            with WorkerPool(self.share.jobs, self.share.threads) as pool:
                 for wave in waves:
-                    for run in wave:
-                        note(run, *_train_one(run.spec, store.root, roots, tty, track=self.track)[1:])
-            else:
-                context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
-                                         initargs=(threads, os.getpid(), device_slots(context, jobs))) as pool:
-                    for wave in waves:
-                        futures = {pool.submit(_train_one, r.spec, store.root, roots, False, None, self.track): r
-                                   for r in wave}
-                        for future in as_completed(futures):
-                            note(futures[future], *future.result()[1:])
+                    for run, outcome in pool.run(work, wave, name=lambda r: r.run_id):
+                        note(run, outcome)
         except KeyboardInterrupt:
             # Workers got the same SIGINT: each marks its own run interrupted, never completed.
             report.interrupted = True

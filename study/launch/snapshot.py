@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.errors import StudyError
-from study.store import atomic_write_json
+from study.store.atomic import atomic_write_json
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds study/, variants/, paper/, slurm/
 SNAPSHOT_PARTS = ("study", "variants", "paper")  # what a job needs of the source tree

@@ -1,8 +1,7 @@
 """Worker processes that share a machine's cores, and die with their parent.
 
-Threads per worker: the free CPUs this process may use divided between the workers
-(two processes each using both cores slowed a training step about thirty-fold on a
-2-core machine); see ``study.launch.cpus``.
+Threads per worker are decided by the caller, once (``study.launch.cpus`` says why
+they must not add up to more than the free CPUs); the pool is ``study.launch.pool``.
 A worker whose parent is gone (killed, its terminal closed) stops on its own:
 a watchdog thread sees the parent change and sends the worker SIGTERM, which a
 training run records as an interruption (resumable); an idle worker just exits.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -32,10 +31,11 @@ from study.kernels import ops as native_ops
 from study.kernels import status as native_status
 from study.models import cuda_kernels as cuda
 from study.models.selective_scan import native_selective_scan, selective_scan
+from study.settings import current
 
 BACKENDS = ("auto", "torch", "native", "cuda")
 BACKEND_VARIABLE = "STUDY_MAMBA_BACKEND"
-_backend = os.environ.get(BACKEND_VARIABLE) or "auto"  # checked where it is used: get_backend
+_backend = current().mamba_backend  # checked where it is used: get_backend
 
 
 def set_backend(name: str) -> None:

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from study.index import CellRuns
+from study.metrics import per_image_dice
 from study.report.collect import TableData, dataset_label
 from study.report.format import DASH, display_name, latex_escape, markdown_escape, signed
 from study.report.jinja import render
-from study.store import Store
-from study.metrics import per_image_dice
+from study.store.index import CellRuns
+from study.store.runs import Store
 
 ALPHA = 0.05
 N_BOOT = 2000

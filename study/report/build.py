@@ -30,7 +30,8 @@ from study.report.collect import TableData, collect_table, collect_tables, datas
 from study.report.coverage import Coverage, coverage, shown_tables, summary
 from study.report.folder import MANIFEST, PDF_BYPRODUCTS, compile_pdf, have_pdflatex, tidy_folder  # noqa: F401
 from study.report.tables import SUFFIX, render_table
-from study.store import Store
+from study.store.runs import Store
+from study.store.status import mixed_kernel_notes
 
 FORMAT_CHOICES = ("all", "latex", "markdown", "html", "csv")
 DOCUMENT_FORMATS = ("latex", "markdown", "html")
@@ -154,7 +155,9 @@ def build_report(
     from study.report import documents
 
     figures = documents.write_figures(result, store, figure, cases)
-    parts = documents.Parts(store, problems(result.tables), figures, "challenge.md" in result.texts, audit)
+    mixed = mixed_kernel_notes(store.records())
+    result.notes += mixed
+    parts = documents.Parts(store, problems(result.tables) + mixed, figures, "challenge.md" in result.texts, audit)
     if "latex" in formats:
         documents.write_latex(result, parts)
         compile_it = pdf if pdf is not None else have_pdflatex()

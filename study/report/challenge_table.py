@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from study.challenge import CHALLENGE_METRICS
-from study.store import Store
 from study.report.collect import TableData, dataset_label
 from study.report.format import latex_escape, markdown_escape
+from study.store.runs import Store
 
 LABELS = {"jaccard": "Jaccard", "threshold_jaccard": "Thr. Jaccard", "dice": "Dice", "sensitivity": "Sens.",
           "specificity": "Spec.", "accuracy": "Acc."}
@@ -35,7 +35,7 @@ def challenge_lines(tables: list[TableData], store: Store) -> list[ChallengeLine
     """One line per (table, row, training set, scored split): the challenge's metrics computed from
     each verified run's per-image challenge counts (not the record's summary of them)."""
     from study.challenge import challenge_scores
-    from study.per_image import parse_counts
+    from study.store.per_image import parse_counts
 
     out = []
     for td in tables:

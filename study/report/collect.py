@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from study.errors import ConfigError
-from study.index import CellRuns, snapshot, table_cells
-from study.per_image import read_counts  # noqa: F401  (the report's callers read counts here)
-from study.record import Status
-from study.status import run_state
-from study.store import Store
+from study.store.index import CellRuns, snapshot, table_cells
+from study.store.per_image import read_counts  # noqa: F401  (the report's callers read counts here)
+from study.store.record import Status
+from study.store.runs import Store
+from study.store.status import run_state
 from study.variants import EXTERNAL_FOR, PROFILES, Row, Table
 
 METRICS = ("iou", "dsc")
@@ -28,7 +28,7 @@ DDOF = 1  # the sample standard deviation, stated in every caption
 
 def dataset_label(name: str) -> str:
     """A dataset's column header, from the dataset registry (the name itself if unknown)."""
-    from study.data.registry import DATASETS
+    from study.datasets import DATASETS
 
     info = DATASETS.get(name)
     return info.label if info is not None and info.label else name

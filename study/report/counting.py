@@ -83,7 +83,7 @@ def _read_cache(path: Path) -> dict:
 
 
 def _write_cache(path: Path, models: dict) -> None:
-    from study.store import atomic_write_bytes
+    from study.store.atomic import atomic_write_bytes
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

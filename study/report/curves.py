@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from study.report.collect import TableData, dataset_label
 
 FORMATS = ("png", "pdf")

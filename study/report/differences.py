@@ -19,7 +19,7 @@ from study.report import audit as audit_mod
 from study.report.collect import TableData, dataset_label
 from study.report.format import DASH, latex_escape, markdown_escape, signed
 from study.report.jinja import render
-from study.store import Store
+from study.store.runs import Store
 
 TABLE_R = "tabler"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from study.report.collect import TableData
 from study.report.format import latex_escape, markdown_escape
 from study.report.jinja import render
-from study.store import Store
+from study.store.runs import Store
 
 FIGURE_TABLE = "table1"
 

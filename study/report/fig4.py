@@ -19,7 +19,7 @@ import numpy as np
 from study.errors import StudyError
 from study.metrics import per_image_dice
 from study.report.collect import TableData, dataset_label
-from study.store import Store
+from study.store.runs import Store
 
 PREFERRED = ("isic2017", "isic2018", "synthetic")
 FORMATS = ("png", "pdf")
@@ -42,7 +42,7 @@ class _Model:
 
 
 def _models(td: TableData, store: Store, dataset: str) -> list[_Model]:
-    from study.predictions import read_predictions
+    from study.store.predictions import read_predictions
 
     out = []
     for cell in td.cell_runs:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from study.metrics import per_image_dice, pooled_scores
 from study.report.format import DASH
-from study.store import Store
+from study.store.runs import Store
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -176,7 +176,7 @@ def write_html(result, parts) -> None:
     from study.report.documents import curves_caption, figure_caption
 
     texts, out, figs = result.texts, result.out_dir, parts.figures
-    body = [f"<h1>UltraLBM-UNet: the paper's tables from our runs</h1>",
+    body = ["<h1>UltraLBM-UNet: the paper's tables from our runs</h1>",
             f"<p>Results store: <code>{html.escape(str(parts.store.root))}</code>. "
             + html.escape(" ".join(result.summary)) + "</p>"]
     for td in shown_tables(result.tables, result.coverage):

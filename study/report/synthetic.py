@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from study.per_image import counts_csv
-from study.record import Counts, RunRecord, Status
-from study.store import RunKey, Store, atomic_write_bytes
 from study.metrics import PooledMetrics
+from study.store.atomic import atomic_write_bytes
+from study.store.per_image import counts_csv
+from study.store.record import Counts, RunKey, RunRecord, Status
+from study.store.runs import Store
 from study.variants import Row, Table
 
 PIXELS = 64 * 64  # pixels per constructed image

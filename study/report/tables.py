@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from study.report.collect import DDOF, Cell, Column, TableData, dataset_label
 from study.report.counting import COUNT_SIZE, is_counted
 from study.report.format import (
-    BEST, DASH, MARK_RULE, SECOND, display_name, fixed, latex_escape, markdown_escape, rank_marks,
+    BEST,
+    DASH,
+    MARK_RULE,
+    SECOND,
+    display_name,
+    fixed,
+    latex_escape,
+    markdown_escape,
+    rank_marks,
 )
 from study.report.jinja import render
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from study.config import RunConfig
 from study.data import SegmentationDataset, SyntheticSpec, TransformConfig, carve_holdout, ensure_split, prepare_cache
 from study.data.split import Holdout, split_from_release
-from study.errors import DataError
 from study.data.transforms import compute_norm_stats
+from study.errors import DataError
 
 
 @dataclass

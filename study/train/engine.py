@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from study.config import ENGINES
 from study.kernels import ops as native_ops
-
-ENGINES = ("fast", "plain")
 
 
 class ChannelsLastGroupNorm(torch.nn.GroupNorm):

@@ -28,10 +28,13 @@ from torch.utils.data import DataLoader
 from study.config import RunConfig
 from study.data.batched import ResidentSplit
 from study.errors import StudyError
-from study.store import RunKey, Store, atomic_torch_save
+from study.metrics import PooledMetrics
+from study.store.atomic import atomic_torch_save
+from study.store.record import RunKey
+from study.store.runs import Store
+from study.train.confusion import confusion_counts
 from study.train.data import RunData
 from study.train.engine import make_optimizer, prepare_batch, prepare_model
-from study.train.metrics import PooledMetrics, confusion_counts
 from study.train.objective import Objective
 
 EVAL_BATCH = 16
@@ -81,8 +84,9 @@ def per_image_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def evaluate(model, dataset, device: str = "cpu", on_batch=None) -> tuple[float, np.ndarray]:
     """(mean per-image BCE + Dice loss, per-image TP/FP/FN/TN counts) on ``dataset``.
 
-    ``dataset``: a ResidentSplit (the batched pipeline) or a SegmentationDataset (per sample). The loss is averaged per image, as the official code's batch-size-1
-    test loader does; losses and counts stay on the device until the end.
+    ``dataset``: a ResidentSplit (the batched pipeline) or a SegmentationDataset (per sample).
+    The loss is averaged per image, as the official code's batch-size-1 test loader does; losses
+    and counts stay on the device until the end.
     ``on_batch(first_index, probabilities)`` sees each batch's (b, h, w) float32 probabilities
     (the stored predictions and the challenge's metrics are made from them).
     """

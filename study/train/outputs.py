@@ -17,10 +17,11 @@ import numpy as np
 
 from study.data.cache import open_cache
 from study.metrics import PooledMetrics
-from study.per_image import counts_csv
-from study.predictions import predictions_npz
-from study.record import Counts
-from study.store import RunKey, Store, atomic_write_bytes, challenge_name, predictions_name
+from study.store.atomic import atomic_write_bytes
+from study.store.per_image import counts_csv
+from study.store.predictions import predictions_npz
+from study.store.record import Counts, RunKey
+from study.store.runs import Store, challenge_name, predictions_name
 from study.train.loop import evaluate
 
 THRESHOLD = 0.5

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from pathlib import Path
 
 import study
+from study.settings import current
 
 
 def git_commit() -> str | None:
-    override = os.environ.get("STUDY_GIT_COMMIT")  # set by the SLURM snapshot
+    override = current().git_commit  # set by the SLURM snapshot
     if override:
         return override
     try:

@@ -24,16 +24,17 @@ import torch
 
 from study.config import RunConfig
 from study.errors import ConfigError, DataError, StudyError
-from study.lease import RunLease, is_lease_file
-from study.plan import RunSpec
-from study.record import MISSING, RunRecord, Status
-from study.store import RunKey, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
-from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
 from study.models.mamba import get_backend
+from study.plan import RunSpec
+from study.store.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from study.store.lease import RunLease, is_lease_file
+from study.store.record import MISSING, RunKey, RunRecord, Status
+from study.store.runs import Store
+from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
 from study.train.numerics import apply as apply_numerics
-from study.train.track import make_tracker
-from study.train.provenance import git_commit, kernels_used, versions
 from study.train.outputs import evaluate_split
+from study.train.provenance import git_commit, kernels_used, versions
+from study.train.track import make_tracker
 
 
 class RunBusy(StudyError):

@@ -35,7 +35,7 @@ One concept per module: ``profile`` (cluster profiles and their sbatch options),
 (sbatch, MaxArraySize, the queue, job markers), ``runs`` (run specs, tasks),
 ``task`` (inside a job), ``submitit_launcher`` and ``scripts`` (plain sbatch).
 Code snapshots are ``study.launch.snapshot``; the search's SLURM workers are
-``study.tune_slurm``. Names are loaded on first use, so importing this package
+``study.search.slurm``. Names are loaded on first use, so importing this package
 (to read a job's environment, say) does not import submitit.
 """
 

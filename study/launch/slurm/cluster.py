@@ -16,7 +16,9 @@ from pathlib import Path
 
 from study.errors import StudyError
 from study.launch.slurm.profile import ClusterProfile
-from study.store import RunKey, Store, atomic_write_json
+from study.store.atomic import atomic_write_json
+from study.store.record import RunKey
+from study.store.runs import Store
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default MaxArraySize
 

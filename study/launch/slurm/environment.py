@@ -10,12 +10,13 @@ from study.launch.snapshot import Snapshot
 
 
 def job_environment(snapshot: Snapshot, threads: int) -> list[str]:
-    """Shell lines that make a job import the snapshot's code and record its commit."""
+    """Shell lines that make a job import the snapshot's code, record its commit, and give each of
+    its runs ``threads`` threads (the launch's one decision, read back by ``study.settings``)."""
     root = shlex.quote(str(snapshot.code_root))
     lines = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {root}"]
     if snapshot.commit:
         lines.insert(0, f"export STUDY_GIT_COMMIT={shlex.quote(snapshot.commit)}")
-    lines.append(f"export OMP_NUM_THREADS={threads}")
+    lines += [f"export STUDY_THREADS={int(threads)}", f"export OMP_NUM_THREADS={int(threads)}"]
     return lines
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from study.errors import ConfigError
-from study.launch.snapshot import SOURCE_ROOT
+from study.settings import current
 
-PROFILES_DIR = Path(os.environ.get("STUDY_SLURM_PROFILES", SOURCE_ROOT / "slurm"))
+PROFILES_DIR = current().slurm_profiles
 GPU_FLAGS = ("gpus-per-task", "gpus-per-node", "gres")
 
 
@@ -66,6 +66,23 @@ class ClusterProfile:
         out += list(parse_extra_sbatch(self.extra_sbatch, self.path or self.name).items())
         return out
 
+    @property
+    def threads_per_run(self) -> int:
+        """Torch threads of each run of a task, decided here once: the task's CPUs shared by its runs."""
+        return max(1, self.cpus_per_task // self.runs_per_task)
+
+    def with_threads(self, threads: int | None) -> "ClusterProfile":
+        """``--threads N``: every run of a task gets N threads, so a task asks for runs_per_task x N CPUs."""
+        if threads is None:
+            return self
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"--threads {threads!r}: expected at least 1")
+        return replace(self, cpus_per_task=threads * self.runs_per_task)
+
+    def describe_share(self) -> str:
+        runs = f"{self.runs_per_task} runs per task" if self.runs_per_task > 1 else "1 run per task"
+        return f"{runs}, {self.threads_per_run} thread(s) each (--cpus-per-task={self.cpus_per_task})"
+
     def gpu_option(self) -> tuple[str, str]:
         if self.gpu_flag == "gres":
             return "gres", f"gpu:{self.gpus_per_task}"
@@ -104,7 +121,7 @@ def available_profiles() -> list[str]:
 
 def load_profile(cluster: str | None = None) -> ClusterProfile:
     """A profile by name (``slurm/<name>.toml``) or path; None: $STUDY_SLURM_CLUSTER, else slurm/default.toml."""
-    cluster = cluster or os.environ.get("STUDY_SLURM_CLUSTER")
+    cluster = cluster or current().slurm_cluster
     names = ", ".join(available_profiles()) or "none"
     if not cluster:
         if not (PROFILES_DIR / "default.toml").is_file():

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from study.plan import PlannedRun
+from study.plan import RunSpec
 
 
-def run_spec(run: PlannedRun) -> dict:
+def run_spec(run: RunSpec) -> dict:
     """Everything a job needs to train one run, JSON-native: the plan's ``RunSpec``."""
-    return run.spec.to_json()
+    return run.to_json()
 
 
-def teacher_run_id(run: PlannedRun) -> str | None:
-    teacher = run.spec.teacher
+def teacher_run_id(run: RunSpec) -> str | None:
+    teacher = run.teacher
     return teacher.id if teacher is not None else None
 
 

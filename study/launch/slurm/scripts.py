@@ -19,8 +19,9 @@ from study.launch.slurm.environment import job_environment
 from study.launch.slurm.profile import ClusterProfile
 from study.launch.slurm.runs import chunked, run_spec, tasks_of
 from study.launch.snapshot import Snapshot, live_code, make_snapshot
-from study.plan import PlannedRun
-from study.store import Store, atomic_write_bytes, atomic_write_json
+from study.plan import RunSpec
+from study.store.atomic import atomic_write_bytes, atomic_write_json
+from study.store.runs import Store
 
 
 @dataclass
@@ -90,13 +91,13 @@ def _script_text(profile: ClusterProfile, *, name: str, command: str, tasks: lis
     if profile.setup:
         lines += ["# setup (cluster profile)", *profile.setup]
     lines += ["# the code snapshot this script was written with" if snapshot.path else "# the source tree (live)",
-              *job_environment(snapshot, profile.cpus_per_task)]
+              *job_environment(snapshot, profile.threads_per_run)]
     index = '"$SLURM_ARRAY_TASK_ID"' if offset == 0 else f'"$(({int(offset)} + SLURM_ARRAY_TASK_ID))"'
     lines += [f"exec {python} -m study.launch.slurm task {shlex.quote(str(runs_file))} {index}", ""]
     return "\n".join(lines)
 
 
-def write_sbatch(runs: list[PlannedRun], store: Store, profile: ClusterProfile, out_dir: Path, *,
+def write_sbatch(runs: list[RunSpec], store: Store, profile: ClusterProfile, out_dir: Path, *,
                  roots: dict[str, str], name: str, command: str, snapshot: bool | None = None,
                  max_array_size: int | None = None, python: str | None = None) -> SbatchFiles:
     """Write ``runs.json``, one array script per chunk of runs (students in their own) and
@@ -121,7 +122,7 @@ def write_sbatch(runs: list[PlannedRun], store: Store, profile: ClusterProfile, 
     groups = tasks_of(list(range(len(teachers))), profile.runs_per_task) + \
         tasks_of(list(range(len(teachers), len(ordered))), profile.runs_per_task)
     atomic_write_json(files.runs_file, {
-        "store": str(store.root), "roots": roots, "threads": profile.cpus_per_task, "tasks": groups,
+        "store": str(store.root), "roots": roots, "threads": profile.threads_per_run, "tasks": groups,
         "max_requeues": profile.max_requeues, "log_dir": str(log_dir), "cluster_profile": profile.name,
         "snapshot": str(snap.code_root), "snapshot_id": snap.id, "commit": snap.commit, "dirty": snap.dirty,
         "command": command, "runs": specs})

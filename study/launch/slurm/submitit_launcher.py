@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import submitit
@@ -16,14 +17,15 @@ import submitit.helpers
 
 from study.errors import StudyError
 from study.launch.core import LaunchReport
+from study.launch.pool import FAILED
 from study.launch.slurm import cluster
 from study.launch.slurm.environment import JobEnvironment, job_environment
 from study.launch.slurm.profile import ClusterProfile, load_profile
 from study.launch.slurm.runs import chunked, run_spec, tasks_of, teacher_run_id
 from study.launch.slurm.task import train_group
 from study.launch.snapshot import Snapshot, live_code, make_snapshot
-from study.plan import PlannedRun
-from study.store import Store
+from study.plan import RunSpec
+from study.store.runs import Store
 
 # sbatch options submitit writes from named parameters; every other option of the
 # profile passes through ``additional_parameters`` as it is.
@@ -46,7 +48,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         paths = submitit.JobEnvironment().paths
         info = {**JobEnvironment.read().info(), **self.submission, "launcher": "submitit",
                 "stdout_path": str(paths.stdout), "stderr_path": str(paths.stderr)}
-        return train_group(self.specs, self.store_root, self.roots, self.threads, info)
+        outcomes = train_group(self.specs, self.store_root, self.roots, self.threads, info)
+        failed = [o for o in outcomes if o.status == FAILED]
+        if failed:  # the job ends failed in SLURM's accounting (an interrupted run is requeued instead)
+            raise StudyError("; ".join(f"run {o.name}: {o.status}: {o.reason}" for o in failed))
+        return outcomes
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         runs = ", ".join(s["run_id"] for s in self.specs)
@@ -57,8 +63,13 @@ class TrainJob(submitit.helpers.Checkpointable):
 class SlurmLauncher:
     """Submits planned runs as submitit job arrays and returns at once (``report.submitted``)."""
 
-    def __init__(self, cluster: str | None = None, profile: ClusterProfile | None = None, track: str | None = None):
-        self.profile = profile or load_profile(cluster)
+    def __init__(self, cluster: str | None = None, profile: ClusterProfile | None = None, track: str | None = None,
+                 threads: int | None = None, runs_per_task: int | None = None):
+        # Threads are decided here once, per run of a task, and written into the job's environment.
+        profile = profile or load_profile(cluster)
+        if runs_per_task is not None:
+            profile = replace(profile, runs_per_task=runs_per_task)
+        self.profile = profile.with_threads(threads)
         self.track = track
 
     def executor_parameters(self, snapshot: Snapshot, *, dependency: str | None = None,
@@ -67,7 +78,7 @@ class SlurmLauncher:
         p = self.profile
         params: dict = {"job_name": job_name or p.job_name, "signal_delay_s": p.signal_delay_s,
                         "array_parallelism": p.array_parallelism,
-                        "setup": list(p.setup) + job_environment(snapshot, p.cpus_per_task)}
+                        "setup": list(p.setup) + job_environment(snapshot, p.threads_per_run)}
         extra: dict = {"requeue": True}  # requeue on preemption / `scontrol requeue` even where JobRequeue=0
         for option, value in p.sbatch_options():
             if option in _SUBMITIT_NAMED:
@@ -87,11 +98,11 @@ class SlurmLauncher:
         jobs = []
         with executor.batch():
             for specs in tasks:
-                jobs.append(executor.submit(TrainJob(specs, str(store.root), roots, self.profile.cpus_per_task,
+                jobs.append(executor.submit(TrainJob(specs, str(store.root), roots, self.profile.threads_per_run,
                                                      submission)))
         return [str(j.job_id) for j in jobs]
 
-    def launch(self, runs: list[PlannedRun], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:
+    def launch(self, runs: list[RunSpec], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:
         report = LaunchReport()
         if not runs:
             return report
@@ -117,8 +128,8 @@ class SlurmLauncher:
         size = cluster.array_size(p)
         log(f"SLURM: cluster profile {p.name}; code snapshot {snapshot.code_root} (commit "
             f"{(snapshot.commit or 'unknown')[:12]}{', uncommitted changes' if snapshot.dirty else ''}); "
-            f"arrays of at most {size} tasks, {p.array_parallelism} running at once each"
-            + (f", {p.runs_per_task} runs per task" if p.runs_per_task > 1 else ""))
+            f"arrays of at most {size} tasks, {p.array_parallelism} running at once each; "
+            f"{p.describe_share()}")
 
         job_of: dict[str, str] = dict(queued)
         teachers = [r for r in todo if not r.is_student]

@@ -7,74 +7,54 @@ Also the entry point of a plain sbatch array task:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from study.launch.core import BUSY
+from study.launch.core import BUSY, is_success, train_outcome
+from study.launch.pool import Outcome, WorkerPool
 from study.launch.slurm.environment import JobEnvironment
-from study.launch.workers import worker_device
-from study.record import Status
-from study.store import Store
 
 
-def train_task(spec: dict, store_root: str, roots: dict, threads: int, info: dict,
-               device: str | None = None) -> dict:
+def train_task(spec: dict, store_root: str, roots: dict, info: dict) -> Outcome:
     """Train or resume one run from its JSON spec (the plan's ``RunSpec``, checked against
     this code's config hash); the record gets ``info`` as record["launcher"]."""
     import study
-    from study.launch.cpus import configure_process
     from study.plan import RunSpec
-    from study.train.run import RunBusy, train_spec
 
-    configure_process(threads)
-    run = RunSpec.from_json(spec, f"code {study.__file__}")
-    info = {**info, "code": str(Path(study.__file__).resolve().parent)}
-    print(f"run {spec['run_id']} ({spec.get('label', '')}) job {info.get('job_id')} "
-          f"restart {info.get('restart_count')} code {info['code']}", flush=True)
     try:
-        record = train_spec(run, Store(store_root), roots=roots, progress=False, launcher_info=info,
-                            log=lambda line: print(line, flush=True), device=device or worker_device(),
-                            track=info.get("track"))
-    except RunBusy as exc:
-        print(f"skipped: {exc}", flush=True)
-        return {"run_id": spec["run_id"], "status": BUSY, "reason": str(exc)}
-    dsc = record.test_dsc
-    print(f"run {record.run_id}: {record.status}" + (f", test DSC {dsc:.4f}" if dsc is not None else ""),
-          flush=True)
-    return {"run_id": record.run_id, "status": record.status.value, "test_dsc": dsc}
+        run = RunSpec.from_json(spec, f"code {study.__file__}")
+    except Exception as exc:  # a spec this code cannot run: the task says why
+        return Outcome.failed(str(spec.get("run_id")), exc)
+    info = {**info, "code": str(Path(study.__file__).resolve().parent)}
+    print(f"run {run.run_id} ({run.label}) job {info.get('job_id')} restart {info.get('restart_count')} "
+          f"code {info['code']}", flush=True)
+    outcome = train_outcome(run, store_root, roots, launcher_info=info, track=info.get("track"),
+                            log=lambda line: print(line, flush=True))
+    if outcome.status == BUSY:
+        print(f"skipped: {outcome.reason}", flush=True)
+    elif not is_success(outcome):  # the job's stderr says why (its record holds the traceback)
+        print(f"run {outcome.name}: {outcome.status}: {outcome.reason}", file=sys.stderr, flush=True)
+    else:
+        dsc = outcome.test_dsc
+        print(f"run {outcome.name}: {outcome.status}" + (f", test DSC {dsc:.4f}" if dsc is not None else "")
+              + (f" ({outcome.reason})" if outcome.reason else ""), flush=True)
+    return outcome
 
 
-def _failed(spec: dict, exc: BaseException) -> dict:
-    return {"run_id": spec["run_id"], "status": Status.FAILED.value, "reason": f"{type(exc).__name__}: {exc}"}
-
-
-def train_group(specs: list[dict], store_root: str, roots: dict, threads: int, info: dict) -> list[dict]:
-    """Train a task's runs: one in this process, or several at once in as many worker
-    processes, each with its share of the task's CPUs and one of the task's GPUs (round robin)."""
-    from study.launch.workers import device_slots, init_worker, run_devices
-
-    if len(specs) == 1:
-        return [train_task(specs[0], store_root, roots, threads, info, run_devices(1)[0])]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    per_run = max(1, threads // len(specs))
-    print(f"task: {len(specs)} runs at once, {per_run} thread(s) each", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(specs), mp_context=context, initializer=init_worker,
-                             initargs=(per_run, os.getpid(), device_slots(context, len(specs)))) as pool:
-        futures = [pool.submit(train_task, spec, store_root, roots, per_run, info) for spec in specs]
-        results = []
-        for spec, future in zip(specs, futures):
-            try:
-                results.append(future.result())
-            except Exception as exc:  # the run's own record says more
-                results.append(_failed(spec, exc))
-    return results
+def train_group(specs: list[dict], store_root: str, roots: dict, threads: int, info: dict) -> list[Outcome]:
+    """Train a task's runs at once, each in its own worker process of one pool (one run: this
+    process) with ``threads`` threads (the launch's decision) and one of the task's GPUs (round robin)."""
+    if len(specs) > 1:
+        print(f"task: {len(specs)} runs at once, {threads} thread(s) each", flush=True)
+    work = functools.partial(train_task, store_root=store_root, roots=roots, info=info)
+    with WorkerPool(len(specs), threads) as pool:
+        done = dict((spec["run_id"], outcome) for spec, outcome in
+                    pool.run(work, specs, name=lambda spec: str(spec.get("run_id"))))
+    return [done[spec["run_id"]] for spec in specs]
 
 
 def _requeue_on_warning(max_requeues: int):
@@ -116,7 +96,7 @@ def run_task(runs_file: str | Path, index: int) -> int:
         runs = ", ".join(s["run_id"] for s in specs)
         print(f"run(s) {runs}: interrupted; each resumes from its last checkpoint", file=sys.stderr)
         return 143
-    return 0 if all(r["status"] in (Status.COMPLETED.value, BUSY) for r in results) else 1
+    return 0 if all(is_success(r) for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,8 +107,8 @@ class GroupAggregationBridge(nn.Module):
     def forward(self, high: torch.Tensor, low: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         high = resize(self.pre_project(high), low.shape[2:])
         parts = [
-            block(torch.cat([h, l, mask], 1))
-            for block, h, l in zip(self.groups, torch.chunk(high, 4, dim=1), torch.chunk(low, 4, dim=1))
+            block(torch.cat([hi, lo, mask], 1))
+            for block, hi, lo in zip(self.groups, torch.chunk(high, 4, dim=1), torch.chunk(low, 4, dim=1))
         ]
         return self.tail(torch.cat(parts, 1))
 
@@ -126,7 +126,7 @@ class EGEUNet(LiteUNet):
         # Bridge and side head of decoder stage i, deepest first: skip widths c5 .. c1.
         skip_widths = (c5, c4, c3, c2, c1)
         deeper = (c6, c5, c4, c3, c2)
-        self.bridges = nn.ModuleList([GroupAggregationBridge(h, l) for h, l in zip(deeper, skip_widths)])
+        self.bridges = nn.ModuleList([GroupAggregationBridge(hi, lo) for hi, lo in zip(deeper, skip_widths)])
         self.side_heads = nn.ModuleList([nn.Conv2d(c, 1, 1) for c in skip_widths])
         self.apply(fan_out_init)
 

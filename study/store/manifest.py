@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.errors import ConfigError
-from study.store import Store
+from study.store.runs import Store
 
 MANIFEST_FORMAT = 1
 

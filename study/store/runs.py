@@ -8,7 +8,7 @@
         model.pt               the selected weights (what evaluation used)
         checkpoints/last.pt    everything needed to resume (tensors and plain values only)
         checkpoints/best.pt    the lowest-selection-loss weights so far
-        lease.<n>              present while a process trains it (see study.lease)
+        lease.<n>              present while a process trains it (see study.store.lease)
     <root>/runs/<id>.damaged-<time>/   a damaged run's files, set aside before it was trained again
 
 The store owns every path and the run id: nothing else spells them. Every file
@@ -25,120 +25,19 @@ import hashlib
 import json
 import math
 import os
-import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from study.errors import StudyError
-from study.per_image import parse_counts
-from study.record import FileDigest, RecordError, RunRecord, Status
+from study.settings import current
+from study.store.atomic import atomic_write_json
+from study.store.per_image import parse_counts
+from study.store.record import FileDigest, RecordError, RunKey, RunRecord, Status
 
-RESULTS_DIR = Path(os.environ.get("STUDY_RESULTS", Path(__file__).resolve().parent.parent / "results"))
-_HASH = re.compile(r"[0-9a-f]{16}")
-_RUN_ID = re.compile(r"([0-9a-f]{16})-s(0|[1-9][0-9]{0,8})")
-
-
-@dataclass(frozen=True, order=True)
-class RunKey:
-    """A run's identity: the hash of its resolved config and its seed."""
-
-    config_hash: str
-    seed: int
-
-    def __post_init__(self):
-        if not isinstance(self.config_hash, str) or not _HASH.fullmatch(self.config_hash):
-            raise RecordError(f"config hash {self.config_hash!r}: expected 16 lowercase hex digits")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 10**9:
-            raise RecordError(f"seed {self.seed!r}: expected an integer from 0 to 999999999")
-
-    @property
-    def id(self) -> str:
-        return f"{self.config_hash}-s{self.seed}"
-
-    @classmethod
-    def from_id(cls, run_id: str) -> "RunKey":
-        match = _RUN_ID.fullmatch(run_id) if isinstance(run_id, str) else None
-        if not match:
-            raise RecordError(f"run id {run_id!r}: expected <16 hex digits>-s<seed>")
-        return cls(match.group(1), int(match.group(2)))
-
-    @staticmethod
-    def is_id(name: str) -> bool:
-        return bool(_RUN_ID.fullmatch(name))
-
-    def __str__(self) -> str:
-        return self.id
+RESULTS_DIR = current().results
 ASIDE_MARK = ".damaged-"
-
-
-class StoreWriteError(StudyError):
-    """A file of the store could not be written (disk full, permissions, ...); nothing was torn."""
-
-
-def require_writable(folder: Path, what: str) -> None:
-    """Refuse, before any work, a folder this process cannot write (created if missing): one line."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise StoreWriteError(f"{folder}: {what} is not writable ({exc.strerror or exc}); nothing was done. Point "
-                              "--results (or --out) at a folder you can write") from None
-
-
-def current_umask() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read it the only other way, and put it back
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: a lab's store is shared
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise StoreWriteError(f"{path}: cannot write ({exc.strerror or exc}); the previous version, "
-                              "if any, is intact") from None
-    except BaseException:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_torch_save(path: Path, obj) -> None:
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def file_digest(path: Path) -> FileDigest:

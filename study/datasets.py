@@ -1,7 +1,9 @@
 """The datasets the harness knows by name, and where each one is published.
 
 The download addresses and folder names live here once, so that error
-messages, ``data check`` and the README say the same thing.
+messages, ``data check`` and the README say the same thing. Torch-free and
+below both the config (which names the datasets) and the data package (which
+reads them).
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from study.errors import DataError
+
+# The synthetic set's generator (study.data.synthetic), part of every synthetic run's config and
+# of its cache key: bump it whenever the pictures change.
+SYNTHETIC_GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.store import atomic_write_json
+from study.store.atomic import atomic_write_json
 
 LEASE_ENV = "STUDY_LOCK_LEASE_S"
 DEFAULT_LEASE_S = 300.0
@@ -40,7 +40,9 @@ _NAME = re.compile(r"lease\.([1-9][0-9]{0,8})")
 
 
 def lease_seconds() -> float:
-    raw = os.environ.get(LEASE_ENV)
+    from study.settings import current
+
+    raw = current().lock_lease_s
     if raw:
         try:
             value = float(raw)
@@ -194,7 +196,7 @@ class RunLease:
                     os.fsync(fh.fileno())
             except OSError as exc:
                 self._path(target).unlink(missing_ok=True)
-                from study.store import StoreWriteError
+                from study.store.atomic import StoreWriteError
 
                 raise StoreWriteError(f"{self._path(target)}: cannot write ({exc.strerror or exc})") from None
             self.generation = target

@@ -9,17 +9,20 @@ import submitit
 from study.launch.slurm import SlurmLauncher
 from study.launch.slurm.cluster import require
 from study.launch.snapshot import live_code, make_snapshot
-from study.store import Store
+from study.store.runs import Store
 
 
 def _tune_worker(spec, threads: int) -> int:
     """Inside a job: one search worker (it claims trials until the study has them all)."""
-    from study.tune import run_worker
+    from study.launch.workers import set_threads
+    from study.search.workers import run_worker
 
-    return run_worker(spec, threads, log=lambda m: print(m, flush=True))
+    set_threads(threads)
+    return run_worker(spec, log=lambda m: print(m, flush=True))
 
 
-def submit_tune_workers(spec, workers: int, cluster: str | None = None, log=print) -> list[str]:
+def submit_tune_workers(spec, workers: int, cluster: str | None = None, threads: int | None = None,
+                        log=print) -> list[str]:
     """Submit ``workers`` search workers as one array sharing the study's storage; returns their job ids.
 
     Workers claim trials from the storage, so a requeued or extra worker never
@@ -27,7 +30,7 @@ def submit_tune_workers(spec, workers: int, cluster: str | None = None, log=prin
     (or an RDB URL they reach).
     """
     require("sbatch")
-    launcher = SlurmLauncher(cluster)
+    launcher = SlurmLauncher(cluster, runs_per_task=1, threads=threads)  # one worker per task
     p = launcher.profile
     store = Store(spec.store_root)
     snapshot = make_snapshot(store.root / "snapshots") if p.snapshot else live_code()
@@ -35,7 +38,8 @@ def submit_tune_workers(spec, workers: int, cluster: str | None = None, log=prin
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=p.max_requeues)
     executor.update_parameters(**launcher.executor_parameters(snapshot, job_name=f"study-tune-{spec.study_name}"))
     with executor.batch():
-        jobs = [executor.submit(_tune_worker, spec, p.cpus_per_task) for _ in range(workers)]
+        jobs = [executor.submit(_tune_worker, spec, p.threads_per_run) for _ in range(workers)]
     ids = [str(j.job_id) for j in jobs]
-    log(f"SLURM: {workers} search worker(s) on cluster profile {p.name}, logs {folder.parent}")
+    log(f"SLURM: {workers} search worker(s) on cluster profile {p.name}, {p.threads_per_run} thread(s) each; "
+        f"logs {folder.parent}")
     return ids

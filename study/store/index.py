@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from study.record import RunRecord
-from study.store import Store
-from study.variants import Row, Table
+from study.store.record import RunRecord
+from study.store.runs import Store
+
+if TYPE_CHECKING:  # the tables come from the caller: the store reads no variant file itself
+    from study.variants import Row, Table
 
 METRICS = ("iou", "dsc", "accuracy", "sensitivity", "specificity")
 

@@ -1,7 +1,8 @@
 """A run's identity and its record, typed and validated at the store's boundary.
 
-A run's identity, ``RunKey`` (config hash + seed), belongs to the store
-(``study.store``), which alone spells a run's id; ``Status`` names every state a run can be in; ``RunRecord`` is what
+A run's identity, ``RunKey`` (config hash + seed), is defined here beside the
+record that carries it; the store (``study.store.runs``) derives every path
+from it. ``Status`` names every state a run can be in; ``RunRecord`` is what
 ``record.json`` holds, parsed and checked when read. Bytes read from a store
 that a whole lab writes to are never trusted: a record that does not parse is
 reported as damaged, never executed, never allowed to stop the reading of
@@ -14,22 +15,51 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from study.errors import ConfigError, StudyError
+from study.errors import StudyError
 from study.metrics import pooled_scores
-
-if TYPE_CHECKING:  # for the annotations only: the store imports this module
-    from study.store import RunKey
 
 RECORD_FORMAT = 2  # 2: integrity digests and pooled counts of every completed run
 _SPLIT = re.compile(r"[a-z0-9][a-z0-9_]*")
-_ROW_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_TABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HASH = re.compile(r"[0-9a-f]{16}")
+_RUN_ID = re.compile(r"([0-9a-f]{16})-s(0|[1-9][0-9]{0,8})")
 
 
 class RecordError(StudyError):
     """A record (or a file it vouches for) is not what the harness writes."""
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """A run's identity: the hash of its resolved config and its seed."""
+
+    config_hash: str
+    seed: int
+
+    def __post_init__(self):
+        if not isinstance(self.config_hash, str) or not _HASH.fullmatch(self.config_hash):
+            raise RecordError(f"config hash {self.config_hash!r}: expected 16 lowercase hex digits")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 10**9:
+            raise RecordError(f"seed {self.seed!r}: expected an integer from 0 to 999999999")
+
+    @property
+    def id(self) -> str:
+        return f"{self.config_hash}-s{self.seed}"
+
+    @classmethod
+    def from_id(cls, run_id: str) -> "RunKey":
+        match = _RUN_ID.fullmatch(run_id) if isinstance(run_id, str) else None
+        if not match:
+            raise RecordError(f"run id {run_id!r}: expected <16 hex digits>-s<seed>")
+        return cls(match.group(1), int(match.group(2)))
+
+    @staticmethod
+    def is_id(name: str) -> bool:
+        return bool(_RUN_ID.fullmatch(name))
+
+    def __str__(self) -> str:
+        return self.id
 
 
 class Status(str, Enum):
@@ -46,22 +76,6 @@ class Status(str, Enum):
 # What `status` and the report say of a planned run that has no run status of its own.
 MISSING = "missing"  # no record at all
 QUEUED = "queued"  # waiting in a cluster's queue, no record yet
-
-
-def check_row_id(row_id: str, where: str) -> str:
-    """Row ids end up in file names and generated shell scripts: a closed alphabet."""
-    if not isinstance(row_id, str) or not _ROW_ID.fullmatch(row_id) or len(row_id) > 100:
-        raise ConfigError(f"{where}: row id {row_id!r} is not allowed; expected lowercase letters, digits, "
-                          "'.', '_' or '-', starting with a letter or digit (at most 100 characters)")
-    return row_id
-
-
-def check_table_id(table_id: str, where: str) -> str:
-    """A table id is its file's name: letters (either case), digits, '.', '_' or '-'."""
-    if not _TABLE_ID.fullmatch(table_id) or len(table_id) > 100:
-        raise ConfigError(f"{where}: table id {table_id!r} is not allowed; expected letters, digits, '.', '_' "
-                          "or '-', starting with a letter or digit")
-    return table_id
 
 
 @dataclass(frozen=True)
@@ -86,12 +100,30 @@ class Counts:
         return self.tp, self.fp, self.fn, self.tn
 
 
+class KeyedByRun:
+    """The views of a run's identity shared by everything that carries a ``key`` (a RunSpec, a RunRecord)."""
+
+    key: RunKey
+
+    @property
+    def run_id(self) -> str:
+        return self.key.id
+
+    @property
+    def seed(self) -> int:
+        return self.key.seed
+
+    @property
+    def config_hash(self) -> str:
+        return self.key.config_hash
+
+
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(KeyedByRun):
     """The content of ``record.json``: typed fields for what the harness reads back,
     ``details`` for provenance a person reads (history, versions, attempts, ...)."""
 
-    key: "RunKey"  # study.store.RunKey
+    key: RunKey
     status: Status
     config: Mapping[str, Any] | None  # the resolved config (None only for an unparsable record)
     reason: str | None = None
@@ -112,18 +144,6 @@ class RunRecord:
 
     # -- convenient views
     @property
-    def run_id(self) -> str:
-        return self.key.id
-
-    @property
-    def seed(self) -> int:
-        return self.key.seed
-
-    @property
-    def config_hash(self) -> str:
-        return self.key.config_hash
-
-    @property
     def completed(self) -> bool:
         return self.status is Status.COMPLETED
 
@@ -141,6 +161,19 @@ class RunRecord:
     def test_dsc(self) -> float | None:
         scores = self.scores("test")
         return None if scores is None else scores["dsc"]
+
+    def attempt_kernels(self) -> list[str]:
+        """What computed each attempt, in words (``kernel_summary``), in order; attempts that
+        recorded none (older records) are left out. ``details`` is untrusted: odd entries are skipped."""
+        attempts = self.details.get("attempts")
+        if not isinstance(attempts, list):
+            return []
+        return [kernel_summary(a) for a in attempts if isinstance(a, Mapping) and isinstance(a.get("kernels"), Mapping)]
+
+    @property
+    def mixed_kernels(self) -> bool:
+        """The run was resumed on kernels that round differently from those it started on."""
+        return len(set(self.attempt_kernels())) > 1
 
     def with_status(self, status: Status, reason: str | None) -> "RunRecord":
         return replace(self, status=status, reason=reason)
@@ -187,6 +220,24 @@ _TYPED = {"format", "run_id", "config_hash", "seed", "status", "reason", "config
           "requeues", "test", "external", "pooled", "challenge", "files", "params", "gmacs_thop", "wall_time_s", "launcher"}
 
 
+def kernel_summary(attempt: Mapping) -> str:
+    """The parts of an attempt's kernels that change float rounding, in words: the device kind, the
+    Mamba scan and conv, the input layout, C kernels or PyTorch ops on a CPU, the kernel packages'
+    versions on a GPU. Library paths and hosts are left out: two nodes building the same kernels agree."""
+    kernels = attempt.get("kernels") or {}
+    device = str(attempt.get("device") or "?").split(":")[0]
+    parts = [device, f"scan {kernels.get('scan', '?')}", f"conv1d {kernels.get('conv1d', '?')}"]
+    if kernels.get("memory_format"):
+        parts.append(str(kernels["memory_format"]))
+    cpu = kernels.get("cpu")
+    if isinstance(cpu, str):
+        parts.append("C kernels" if cpu.startswith("native CPU kernels") else "PyTorch ops")
+    cuda = kernels.get("cuda")
+    if isinstance(cuda, Mapping):
+        parts += [f"{name} {cuda.get(name) or 'absent'}" for name in ("mamba_ssm", "causal_conv1d")]
+    return ", ".join(parts)
+
+
 class _Parser:
     def __init__(self, where: str):
         self.where = where
@@ -227,8 +278,6 @@ class _Parser:
         if not isinstance(obj, dict):
             self.fail(f"expected a JSON object, got {type(obj).__name__}")
         try:
-            from study.store import RunKey  # the store owns run identity (it imports this module)
-
             key = RunKey(obj.get("config_hash"), obj.get("seed"))
         except RecordError as exc:
             self.fail(str(exc))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from study.index import table_cells
-from study.lease import RunLease
-from study.record import MISSING, QUEUED, RunRecord, Status
-from study.store import RunKey, Store
-from study.variants import Table
+from study.store.index import table_cells
+from study.store.lease import RunLease
+from study.store.record import MISSING, QUEUED, RunKey, RunRecord, Status
+from study.store.runs import Store
+
+if TYPE_CHECKING:  # the table comes from the caller
+    from study.variants import Table
 
 
 def run_state(record: RunRecord | None, store: Store) -> str:
@@ -73,3 +76,15 @@ def table_status(table: Table, store: Store, seeds: list[int], profile: str = "p
                 st.job_ids.append(str(job))
         out.append(st)
     return out
+
+
+def mixed_kernel_notes(records) -> list[str]:
+    """One sentence per run whose attempts used kernels that round differently (resumed on another
+    node or device): its numbers mix two roundings under one run id."""
+    notes = []
+    for record in records:
+        if record.mixed_kernels:
+            steps = " -> ".join(dict.fromkeys(record.attempt_kernels()))
+            notes.append(f"run {record.run_id}: its attempts used different kernels ({steps}); its numbers mix "
+                         "two roundings (train it again in one place to compare it bit for bit)")
+    return notes

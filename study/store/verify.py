@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.record import Status
-from study.store import Store
+from study.store.record import Status
+from study.store.runs import Store
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""Every ``STUDY_*`` environment variable, read here and nowhere else.
+
+``Settings.read()`` reads them afresh (a test or a job may change the
+environment); ``VARIABLES`` says what each one does, its default, and what
+overrides it, and is the table the README and ``python -m study env`` print.
+A command-line flag always wins over its variable.
+
+Three settings decide how a model computes, and they do not overlap:
+``train.engine`` (a config field, part of a run's identity) picks the fast or the
+plain eager path; on the fast path on a CPU, ``STUDY_NATIVE_KERNELS`` picks the
+C kernels or PyTorch's ops for channels-last GroupNorm (the same function, a
+different rounding, recorded per attempt); ``STUDY_MAMBA_BACKEND`` picks the
+selective scan's implementation (the PyTorch scan, the C kernel, or the CUDA
+kernels), also recorded per attempt.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+OFF_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    what: str
+    default: str
+    overridden_by: str = ""
+
+
+VARIABLES = (
+    Variable("STUDY_RESULTS", "the results store's root", "./results (beside the code)", "--results"),
+    Variable("STUDY_VARIANTS", "the folder of variant files (Tables 1-7, R)", "./variants (beside the code)"),
+    Variable("STUDY_PAPER", "the folder of paper/ (differences, paper numbers)", "./paper (beside the code)"),
+    Variable("STUDY_DATA_<NAME>", "a real dataset's root, e.g. STUDY_DATA_ISIC2017",
+             "the [data] table of ~/.config/ultralbm-study/roots.toml", "--root NAME=PATH"),
+    Variable("STUDY_CACHE", "resized dataset caches, split manifests, the report's complexity cache",
+             "~/.cache/ultralbm-study", "--cache-dir (data cache)"),
+    Variable("STUDY_THREADS", "torch threads per run (SLURM jobs get it written into their environment)",
+             "the free CPUs shared by the runs at once", "--threads"),
+    Variable("STUDY_NATIVE_KERNELS", "0 turns the C CPU kernels off (PyTorch ops instead)", "1 (on)"),
+    Variable("STUDY_KERNEL_CACHE", "where the C kernels are compiled to",
+             "$XDG_CACHE_HOME (else ~/.cache)/ultralbm-study/kernels"),
+    Variable("STUDY_MAMBA_BACKEND", "the selective scan: auto, torch, native or cuda (bench times each)", "auto",
+             "set_backend() in code"),
+    Variable("STUDY_LOCK_LEASE_S", "seconds without renewal after which a run's lease counts as dead", "300"),
+    Variable("STUDY_SLURM_PROFILES", "the folder of cluster profiles", "./slurm (beside the code)"),
+    Variable("STUDY_SLURM_CLUSTER", "the cluster profile used when --cluster is not given", "slurm/default.toml",
+             "--cluster"),
+    Variable("STUDY_GIT_COMMIT", "the commit a job's code snapshot was taken at (written by the SLURM launcher)",
+             "git rev-parse in the source tree"),
+)
+
+
+def _path(environ: Mapping[str, str], name: str, default: Path) -> Path:
+    value = environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings of this process's environment (flags are applied where they are parsed)."""
+
+    results: Path
+    variants: Path
+    paper: Path
+    cache: Path
+    threads_text: str | None  # STUDY_THREADS as set; ``threads`` checks it where it is used
+    native_kernels: bool
+    kernel_cache: Path | None  # None: the default under the user's cache folder (study.kernels.build)
+    mamba_backend: str
+    lock_lease_s: str | None  # parsed and checked by study.store.lease (a bad value is an error there)
+    slurm_profiles: Path
+    slurm_cluster: str | None
+    git_commit: str | None
+    data_roots: dict[str, str]  # STUDY_DATA_<NAME> -> path, as set
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        return cls(
+            results=_path(env, "STUDY_RESULTS", SOURCE_ROOT / "results"),
+            variants=_path(env, "STUDY_VARIANTS", SOURCE_ROOT / "variants"),
+            paper=_path(env, "STUDY_PAPER", SOURCE_ROOT / "paper"),
+            cache=_path(env, "STUDY_CACHE", Path.home() / ".cache" / "ultralbm-study"),
+            threads_text=env.get("STUDY_THREADS") or None,
+            native_kernels=env.get("STUDY_NATIVE_KERNELS", "1").lower() not in OFF_WORDS,
+            kernel_cache=Path(env["STUDY_KERNEL_CACHE"]) if env.get("STUDY_KERNEL_CACHE") else None,
+            mamba_backend=env.get("STUDY_MAMBA_BACKEND") or "auto",
+            lock_lease_s=env.get("STUDY_LOCK_LEASE_S"),
+            slurm_profiles=_path(env, "STUDY_SLURM_PROFILES", SOURCE_ROOT / "slurm"),
+            slurm_cluster=env.get("STUDY_SLURM_CLUSTER") or None,
+            git_commit=env.get("STUDY_GIT_COMMIT") or None,
+            data_roots={k: v for k, v in sorted(env.items()) if k.startswith("STUDY_DATA_") and v},
+        )
+
+    @property
+    def threads(self) -> int | None:
+        """STUDY_THREADS, or None when it is not set; anything but a positive whole number is an error."""
+        from study.errors import ConfigError
+
+        if self.threads_text is None:
+            return None
+        if not self.threads_text.isdigit() or int(self.threads_text) < 1:
+            raise ConfigError(f"STUDY_THREADS={self.threads_text!r}: expected a positive whole number of threads")
+        return int(self.threads_text)
+
+    def data_root(self, variable: str) -> str | None:
+        return self.data_roots.get(variable)
+
+
+def current() -> Settings:
+    """The settings of this process's environment now."""
+    return Settings.read()
+
+
+def set_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(name, value) of every STUDY_* variable set in the environment, in name order."""
+    env = os.environ if environ is None else environ
+    return [(k, v) for k, v in sorted(env.items()) if k.startswith("STUDY_")]
