@@ -19,21 +19,14 @@ from study.datasets import SYNTHETIC_GENERATOR_VERSION as SYNTHETIC_GENERATOR
 from study.errors import ConfigError
 
 # The allowed values of the config's choices, owned here: importing the config imports no torch
-# (the modules that act on these choices import them from here).
+# (the modules that act on these choices import them from here). What each value means is said
+# at the field that takes it.
 DATASETS = tuple(_DATASET_INFO)
 NORMALIZATIONS = ("official", "unit")
 ROTATIONS = ("per_sample", "per_run", "none")  # the official code draws one angle per run
-# Where a rotation happens: "working" (in the resized square frame, here) or "original" (in the
-# image's original aspect ratio: the authors' release rotates at full size and then squashes the
-# result to 256 x 256, so on a non-square image its rotation is also a shear in the network's frame).
 ROTATION_FRAMES = ("working", "original")
-# What a training mask is: "hard" {0, 1} (resized, then thresholded at 128), or "soft" in [0, 1]
-# (resized bilinearly and used as is, as the release does, for its training and test losses);
-# every metric counts the masks thresholded at 0.5, the same pixels either way.
 MASK_TARGETS = ("hard", "soft")
-# "batched": a split resident as uint8 tensors, augmented a batch at a time; "per_sample": the earlier path.
 PIPELINES = ("batched", "per_sample")
-# "fast": channels_last (CPU), batched Mamba branches, fused AdamW; "plain": the eager oracle.
 ENGINES = ("fast", "plain")
 SELECTIONS = ("paper", "last", "holdout")
 DISTILL_SELECTIONS = ("as_train", "train_loss")
@@ -95,10 +88,13 @@ class DataConfig:
     # "batched": the split resident as uint8 tensors, augmented a batch at a time on the
     # run's device; "per_sample": the earlier per-sample path (its own random stream).
     pipeline: str = "batched"
-    # Between the paper's text and the authors' release (paper/differences.toml): where a
-    # rotation happens ("original": in the image's own aspect ratio, as the release rotates before
-    # it resizes), and masks "hard" {0, 1} or "soft" (the bilinearly resized mask, as the release
-    # trains and selects on; metrics threshold either at 0.5).
+    # Between the paper's text and the authors' release (paper/differences.toml). Where a rotation
+    # happens: "working" (in the resized square frame) or "original" (in the image's own aspect ratio:
+    # the release rotates at full size and then squashes to 256 x 256, so on a non-square image its
+    # rotation is also a shear in the network's frame). What a training mask is: "hard" {0, 1}
+    # (resized, then thresholded at 128) or "soft" in [0, 1] (resized bilinearly and used as is, as
+    # the release does for its training and test losses); every metric counts masks thresholded at
+    # 0.5, the same pixels either way.
     rotation_frame: str = "working"
     mask_targets: str = "hard"
 

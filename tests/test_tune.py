@@ -88,8 +88,11 @@ def test_killed_worker_leaves_a_study_that_resumes(tmp_path):
 
 
 def test_export_row_trains_and_is_reported(tmp_path):
-    out = cli("tune", "distill", "--trials", "2", *TINY, results=tmp_path)
+    out = cli("tune", "distill", "--trials", "2", "--threads", "1", *TINY, results=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "local: 1 run(s) at once x 1 thread(s) from --threads" in out.stdout
+    attempts = [a for p in (tmp_path / "runs").glob("*/record.json") for a in json.loads(p.read_text())["attempts"]]
+    assert len(attempts) >= 3 and {a["threads"] for a in attempts} == {1}  # the teacher and every trial
     variants = tmp_path / "variants"
     shutil.copytree(REPO_ROOT / "variants", variants)
     env = {"STUDY_VARIANTS": str(variants)}
