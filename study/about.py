@@ -12,6 +12,7 @@ import os
 import platform
 from pathlib import Path
 
+from study.errors import StudyError
 from study.settings import VARIABLES, Settings, set_variables
 
 
@@ -60,10 +61,13 @@ def _kernel_lines() -> list[str]:
 def _cpu_lines(settings: Settings) -> list[str]:
     from study.launch.cpus import available_cpus, local_share
 
-    share = local_share([], jobs=1)
-    source = "STUDY_THREADS" if settings.threads_text else "the free CPUs"
-    return [f"CPUs: {available_cpus()} available to this process (os.cpu_count {os.cpu_count()}), "
-            f"{share.busy} busy with other work now; one run here gets {share.threads} thread(s) ({source})"]
+    cpus = f"CPUs: {available_cpus()} available to this process (os.cpu_count {os.cpu_count()})"
+    try:
+        share = local_share([], jobs=1)
+    except StudyError as exc:  # a malformed setting: said here, the rest of the screen still printed
+        return [f"{cpus}; the share a run gets is unknown: {exc}"]
+    return [f"{cpus}, {share.busy} busy with other work now; one run here gets {share.threads} thread(s) "
+            f"(from {share.chosen})"]
 
 
 def _setting_lines(settings: Settings) -> list[str]:

@@ -1,7 +1,8 @@
 """Every ``STUDY_*`` environment variable, read here and nowhere else.
 
-``Settings.read()`` reads them afresh (a test or a job may change the
-environment); ``VARIABLES`` says what each one does, its default, and what
+``Settings.read()`` reads them afresh; a few are taken once when their module is
+imported (the default results, variants, paper and cluster-profile folders, the
+kernels and Mamba-backend switches), as they always were. ``VARIABLES`` says what each one does, its default, and what
 overrides it, and is the table the README and ``python -m study env`` print.
 A command-line flag always wins over its variable.
 
@@ -38,11 +39,11 @@ VARIABLES = (
     Variable("STUDY_VARIANTS", "the folder of variant files (Tables 1-7, R)", "./variants (beside the code)"),
     Variable("STUDY_PAPER", "the folder of paper/ (differences, paper numbers)", "./paper (beside the code)"),
     Variable("STUDY_DATA_<NAME>", "a real dataset's root, e.g. STUDY_DATA_ISIC2017",
-             "the [data] table of ~/.config/ultralbm-study/roots.toml", "--root NAME=PATH"),
+             "./study.toml, else ~/.config/ultralbm-study/config.toml", "--root NAME=PATH"),
     Variable("STUDY_CACHE", "resized dataset caches, split manifests, the report's complexity cache",
              "~/.cache/ultralbm-study", "--cache-dir (data cache)"),
-    Variable("STUDY_THREADS", "torch threads per run (SLURM jobs get it written into their environment)",
-             "the free CPUs shared by the runs at once", "--threads"),
+    Variable("STUDY_THREADS", "torch threads per run, local and SLURM (jobs get it written into their environment)",
+             "the free CPUs (SLURM: a task's CPUs) shared by the runs at once", "--threads"),
     Variable("STUDY_NATIVE_KERNELS", "0 turns the C CPU kernels off (PyTorch ops instead)", "1 (on)"),
     Variable("STUDY_KERNEL_CACHE", "where the C kernels are compiled to",
              "$XDG_CACHE_HOME (else ~/.cache)/ultralbm-study/kernels"),

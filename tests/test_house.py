@@ -95,11 +95,14 @@ def test_env_prints_versions_kernels_cpus_and_settings(tmp_path):
     text = out.stdout
     assert f"torch {torch.__version__}" in text and "mamba-ssm:" in text and "causal-conv1d:" in text
     assert "CPU kernels:" in text and "Mamba on cpu" in text
-    assert "one run here gets 1 thread(s) (STUDY_THREADS)" in text
+    assert "one run here gets 1 thread(s) (from STUDY_THREADS)" in text
     assert f"STUDY_RESULTS          {tmp_path} (set)" in text
     assert "not a setting of this harness (misspelt?): STUDY_TYPO" in text
     for var in VARIABLES:
         assert var.name in text
+    bad = _study("env", env={"STUDY_THREADS": "two"})  # a malformed setting is said; the screen still prints
+    assert bad.returncode == 0 and "STUDY_THREADS='two': expected a positive whole number" in bad.stdout, bad.stderr
+    assert "settings (a flag" in bad.stdout
 
 
 # ----------------------------------------------------------------------------- threads
@@ -127,7 +130,7 @@ def test_run_dry_run_prints_the_share_the_launch_uses(tmp_path):
     assert (launcher.share.jobs, launcher.share.threads) == (2, 1)
 
 
-def test_slurm_threads_are_per_run_and_written_into_the_jobs_environment(tmp_path):
+def test_slurm_threads_are_per_run_and_written_into_the_jobs_environment(tmp_path, monkeypatch):
     profile_file = tmp_path / "pairs.toml"
     profile_file.write_text('partition = "debug"\ncpus_per_task = 4\nruns_per_task = 2\n')
     # run --launcher slurm --dry-run: the same share the submission uses
@@ -143,6 +146,14 @@ def test_slurm_threads_are_per_run_and_written_into_the_jobs_environment(tmp_pat
     params = launcher.executor_parameters(sl.Snapshot(tmp_path / "snap", "abc", False))
     assert params["cpus_per_task"] == 6
     assert "export STUDY_THREADS=3" in params["setup"] and "export OMP_NUM_THREADS=3" in params["setup"]
+    # a last, smaller task: its CPUs shared among fewer runs, unless --threads fixed them per run
+    assert sl.load_profile(str(profile_file)).threads_for(1) == 4
+    assert launcher.profile.threads_for(1) == 3
+    # STUDY_THREADS stands for --threads where the flag is not given (the flag wins)
+    monkeypatch.setenv("STUDY_THREADS", "5")
+    assert sl.SlurmLauncher(str(profile_file)).profile.threads_per_run == 5
+    assert sl.SlurmLauncher(str(profile_file), threads=3).profile.threads_per_run == 3
+    monkeypatch.delenv("STUDY_THREADS")
     # the search's workers: one per task, the task's CPUs all its own
     assert sl.SlurmLauncher(str(profile_file), runs_per_task=1, threads=3).profile.cpus_per_task == 3
     # sbatch: the script asks for the CPUs, exports the threads, and runs.json carries them to the task
@@ -151,7 +162,13 @@ def test_slurm_threads_are_per_run_and_written_into_the_jobs_environment(tmp_pat
     assert out.returncode == 0, out.stderr
     script = next((tmp_path / "scripts").glob("*.sbatch")).read_text()
     assert "#SBATCH --cpus-per-task=6" in script and "export STUDY_THREADS=3" in script
-    assert json.loads((tmp_path / "scripts" / "runs.json").read_text())["threads"] == 3
+    runs_file = json.loads((tmp_path / "scripts" / "runs.json").read_text())
+    assert runs_file["threads"] == 3 and runs_file["task_threads"] == [3] * len(runs_file["tasks"])
+    three = _study("sbatch", "t3-ours", "--seeds", "3", "--cluster", str(profile_file), "--no-snapshot", "--out",
+                   str(tmp_path / "three"), *TINY, "--results", str(tmp_path / "store"))
+    assert three.returncode == 0, three.stderr
+    runs_file = json.loads((tmp_path / "three" / "runs.json").read_text())
+    assert [len(t) for t in runs_file["tasks"]] == [2, 1] and runs_file["task_threads"] == [2, 4]
     assert "2 runs per task, 3 thread(s) each (--cpus-per-task=6)" in out.stdout
     with pytest.raises(ConfigError, match="--threads 0"):
         sl.SlurmLauncher(str(profile_file), threads=0)

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from study.launch.workers import device_slots, init_worker, set_threads
+from study.launch.workers import device_slots, init_worker, run_devices, set_threads, use_device
 
 Item = TypeVar("Item")
 FAILED = "failed"
@@ -53,6 +53,7 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         if self.workers == 1:
             set_threads(self.threads)
+            use_device(run_devices(1)[0])  # the first GPU, named, as a pool's worker would get it
         else:
             context = multiprocessing.get_context("spawn")
             self._executor = ProcessPoolExecutor(

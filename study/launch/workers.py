@@ -64,6 +64,12 @@ def device_slots(context, count: int, gpus: int | None = None):
     return slots
 
 
+def use_device(device: str | None) -> None:
+    """This process's run device when it is its own single worker (a pool of one)."""
+    global _worker_device
+    _worker_device = device
+
+
 def worker_device() -> str | None:
     """The GPU this worker process took (None in the main process or without a GPU)."""
     return _worker_device

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from study.errors import StudyError
 from study.launch.pool import Outcome, WorkerPool
+from study.launch.workers import worker_device
 from study.search.space import TuneSpec, suggest
 from study.search.storage import load_study
 from study.store.lease import RunLease, pid_alive, store_now
@@ -143,7 +144,7 @@ def run_trial(study, trial, spec: TuneSpec, log=print) -> None:
 
     store = Store(spec.store_root)
     try:
-        record = train_spec(RunSpec.of(config, spec.seed, (f"tune:{spec.study_name}",)), store,
+        record = train_spec(RunSpec.of(config, spec.seed, (f"tune:{spec.study_name}",)), store, device=worker_device(),
                             roots=spec.roots or {}, progress=False, epoch_callback=on_epoch)
     except RunStopped:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -45,6 +45,9 @@ class ClusterProfile:
     extra_sbatch: tuple[str, ...] = ()  # more sbatch options, long form: "--mail-type=FAIL"
     setup: tuple[str, ...] = ()  # shell lines run before each task: module load, source venv/bin/activate
     snapshot: bool = True  # run from a snapshot of the code (False: from the source tree, live)
+    # Torch threads of every run, from --threads or STUDY_THREADS (not a profile field: with_threads
+    # sets it); None: a task's CPUs shared by the runs it trains.
+    threads: int | None = None
 
     def sbatch_options(self) -> list[tuple[str, str | None]]:
         """(option, value) for every resource, in a fixed order; value None for a bare flag."""
@@ -66,22 +69,34 @@ class ClusterProfile:
         out += list(parse_extra_sbatch(self.extra_sbatch, self.path or self.name).items())
         return out
 
+    def threads_for(self, runs_in_task: int) -> int:
+        """Torch threads of each run of a task of ``runs_in_task`` runs, decided here once (at
+        submission): --threads N, else the task's CPUs shared by its runs (a last, smaller task
+        gives each of its runs more)."""
+        if self.threads is not None:
+            return self.threads
+        return max(1, self.cpus_per_task // max(1, runs_in_task))
+
     @property
     def threads_per_run(self) -> int:
-        """Torch threads of each run of a task, decided here once: the task's CPUs shared by its runs."""
-        return max(1, self.cpus_per_task // self.runs_per_task)
+        return self.threads_for(self.runs_per_task)
 
     def with_threads(self, threads: int | None) -> "ClusterProfile":
-        """``--threads N``: every run of a task gets N threads, so a task asks for runs_per_task x N CPUs."""
+        """``--threads N`` (None: ``STUDY_THREADS`` where set): every run of a task gets N threads, so a
+        task asks for runs_per_task x N CPUs."""
         if threads is None:
-            return self
+            threads = current().threads
+            if threads is None:
+                return self
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"--threads {threads!r}: expected at least 1")
-        return replace(self, cpus_per_task=threads * self.runs_per_task)
+        return replace(self, cpus_per_task=threads * self.runs_per_task, threads=threads)
 
     def describe_share(self) -> str:
         runs = f"{self.runs_per_task} runs per task" if self.runs_per_task > 1 else "1 run per task"
-        return f"{runs}, {self.threads_per_run} thread(s) each (--cpus-per-task={self.cpus_per_task})"
+        smaller = ("; a last, smaller task shares its CPUs among fewer runs"
+                   if self.threads is None and self.runs_per_task > 1 else "")
+        return f"{runs}, {self.threads_per_run} thread(s) each (--cpus-per-task={self.cpus_per_task}){smaller}"
 
     def gpu_option(self) -> tuple[str, str]:
         if self.gpu_flag == "gres":
@@ -140,7 +155,7 @@ def load_profile(cluster: str | None = None) -> ClusterProfile:
 
 def profile_from_dict(data: dict, *, name: str = "default", path: str | None = None) -> ClusterProfile:
     where = path or name
-    known = {f.name for f in fields(ClusterProfile)} - {"name", "path"}
+    known = {f.name for f in fields(ClusterProfile)} - {"name", "path", "threads"}
     options = {}
     for key, value in data.items():
         if key not in known:

@@ -123,6 +123,7 @@ def write_sbatch(runs: list[RunSpec], store: Store, profile: ClusterProfile, out
         tasks_of(list(range(len(teachers), len(ordered))), profile.runs_per_task)
     atomic_write_json(files.runs_file, {
         "store": str(store.root), "roots": roots, "threads": profile.threads_per_run, "tasks": groups,
+        "task_threads": [profile.threads_for(len(g)) for g in groups],
         "max_requeues": profile.max_requeues, "log_dir": str(log_dir), "cluster_profile": profile.name,
         "snapshot": str(snap.code_root), "snapshot_id": snap.id, "commit": snap.commit, "dirty": snap.dirty,
         "command": command, "runs": specs})

@@ -98,8 +98,8 @@ class SlurmLauncher:
         jobs = []
         with executor.batch():
             for specs in tasks:
-                jobs.append(executor.submit(TrainJob(specs, str(store.root), roots, self.profile.threads_per_run,
-                                                     submission)))
+                jobs.append(executor.submit(TrainJob(specs, str(store.root), roots,
+                                                     self.profile.threads_for(len(specs)), submission)))
         return [str(j.job_id) for j in jobs]
 
     def launch(self, runs: list[RunSpec], store: Store, *, roots: dict[str, str], log=print) -> LaunchReport:

@@ -91,7 +91,8 @@ def run_task(runs_file: str | Path, index: int) -> int:
                  "commit": plan.get("commit"), "dirty": plan.get("dirty"),
                  "cluster_profile": plan.get("cluster_profile")})
     try:
-        results = train_group(specs, plan["store"], plan.get("roots") or {}, int(plan.get("threads") or 1), info)
+        threads = (plan.get("task_threads") or [])[index:index + 1] or [plan.get("threads") or 1]  # older files: one figure
+        results = train_group(specs, plan["store"], plan.get("roots") or {}, int(threads[0]), info)
     except KeyboardInterrupt:
         runs = ", ".join(s["run_id"] for s in specs)
         print(f"run(s) {runs}: interrupted; each resumes from its last checkpoint", file=sys.stderr)
