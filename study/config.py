@@ -25,6 +25,8 @@ DATASETS = tuple(_DATASET_INFO)
 NORMALIZATIONS = ("official", "unit")
 ROTATIONS = ("per_sample", "per_run", "none")  # the official code draws one angle per run
 ROTATION_FRAMES = ("working", "original")
+NORMALIZE_FRAMES = ("working", "original")
+BCE_INPUTS = ("logits", "probabilities")
 MASK_TARGETS = ("hard", "soft")
 PIPELINES = ("batched", "per_sample")
 ENGINES = ("fast", "plain")
@@ -39,7 +41,8 @@ LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False, ("data
                 # the switches between the paper's text and the authors' release (paper/differences.toml)
                 ("model", "bidirectional_flip"): "sequence", ("model", "mamba_conv_init"): "harness",
                 ("data", "rotation_frame"): "working", ("data", "mask_targets"): "hard",
-                ("distill", "selection"): "as_train", ("distill", "drop_last"): False}
+                ("distill", "selection"): "as_train", ("distill", "drop_last"): False,
+                ("data", "normalize_frame"): "working", ("train", "bce_input"): "logits"}
 
 
 def _choice(section: str, name: str, value, allowed) -> None:
@@ -97,6 +100,10 @@ class DataConfig:
     # 0.5, the same pixels either way.
     rotation_frame: str = "working"
     mask_targets: str = "hard"
+    # Where the official normalisation's per-image min and max are taken: "working" (of the image
+    # resized to data.size, as the harness caches it) or "original" (of the image at its stored
+    # resolution, before resizing: the release normalises first and resizes last).
+    normalize_frame: str = "working"
 
     def __post_init__(self):
         if isinstance(self.external, list):
@@ -118,6 +125,7 @@ class DataConfig:
         _choice("data", "rotation", self.rotation, ROTATIONS)
         _choice("data", "rotation_frame", self.rotation_frame, ROTATION_FRAMES)
         _choice("data", "mask_targets", self.mask_targets, MASK_TARGETS)
+        _choice("data", "normalize_frame", self.normalize_frame, NORMALIZE_FRAMES)
         for ext in self.external:
             _choice("data", "external", ext, DATASETS)
         _positive("data", "synthetic_count", self.synthetic_count)
@@ -143,6 +151,11 @@ class TrainConfig:
     # "fast": channels_last, batched Mamba branches, foreach/fused AdamW; "plain": the
     # straightforward eager path (study.train.engine). Same function, other rounding.
     engine: str = "fast"
+    # The BCE term of Eq. 18 (training, and the per-image loss that selects a checkpoint): "logits"
+    # (BCE with logits, which keeps a gradient at any logit) or "probabilities" (the release's
+    # nn.BCELoss on sigmoid outputs, whose log PyTorch clamps at -100: a pixel whose sigmoid
+    # rounds to 1 in float32 gives no gradient).
+    bce_input: str = "logits"
 
     def __post_init__(self):
         if isinstance(self.betas, list):
@@ -154,6 +167,7 @@ class TrainConfig:
             _positive("train", name, getattr(self, name), (int, float))
         _choice("train", "selection", self.selection, SELECTIONS)
         _choice("train", "engine", self.engine, ENGINES)
+        _choice("train", "bce_input", self.bce_input, BCE_INPUTS)
         _number_in("train", "weight_decay", self.weight_decay, 0, None)
         _number_in("train", "eta_min", self.eta_min, 0, self.lr)
         if len(self.betas) != 2:

@@ -102,6 +102,12 @@ def plan_runs(names: list[str], seeds: list[int], store: Store, *, datasets: lis
     return plan
 
 
+def null_row_seeds(seeds: list[int]) -> list[int]:
+    """The seeds a null row trains: the ones asked for, shifted past them (0..n-1 -> n..2n-1)."""
+    offset = max(seeds) + 1 if seeds else 0
+    return [s + offset for s in seeds]
+
+
 def _expand_rows(rows: list[Row], seeds: list[int], datasets, profile: str, overrides) -> list[RunSpec]:
     asked: dict[RunKey, tuple[RunConfig, list[str]]] = {}  # run -> its config and the rows that asked for it
 
@@ -113,7 +119,7 @@ def _expand_rows(rows: list[Row], seeds: list[int], datasets, profile: str, over
     for row in rows:
         for dataset in datasets or row.default_datasets(profile):
             config = row.run_config(dataset, profile, overrides)
-            for seed in seeds:
+            for seed in null_row_seeds(seeds) if row.null_row else seeds:
                 add(config, seed, row.id)
                 if config.distill.enabled:
                     add(config.teacher_config(), seed, None)

@@ -8,7 +8,7 @@ adding a file. Errors name the file, the row and the field.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,7 +23,7 @@ VARIANTS_DIR = current().variants
 
 TABLE_KEYS = {"title", "datasets", "external", "reference"}
 SECTIONS = ("model", "data", "train", "distill")
-ROW_KEYS = {"id", "name", "compare_with", *SECTIONS}
+ROW_KEYS = {"id", "name", "compare_with", "null_row", *SECTIONS}
 BASE_KEYS = {*SECTIONS, "profiles"}
 PROFILES = ("paper", "smoke")
 # Only runs trained on these get the table's external evaluation (PH2).
@@ -43,6 +43,9 @@ class Row:
     profiles: dict = field(default_factory=dict)
     # The row this one is measured against, where not the table's reference (Table R's students).
     compare_with: str | None = None
+    # A null row: the config of the row it is compared with, trained on the seeds after the ones
+    # asked for (n..2n-1 for seeds 0..n-1). Its verdict is what seed noise alone gives.
+    null_row: bool = False
 
     @property
     def model(self) -> dict:
@@ -147,6 +150,12 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
     for section in SECTIONS:
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"{where}: field '{section}' must be a table")
+    null_row = raw.get("null_row", False)
+    if not isinstance(null_row, bool):
+        raise ConfigError(f"{where}: field 'null_row' must be true or false")
+    if null_row and any(section in raw for section in SECTIONS):
+        raise ConfigError(f"{where}: a null row trains the config of the row it is compared with; expected no "
+                          f"{'/'.join(SECTIONS)} fields")
     sections = merge(base["sections"], {k: raw[k] for k in SECTIONS if k in raw})
     model = sections["model"]
     unavailable = None
@@ -161,6 +170,7 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
         external=tuple(meta.get("external", [])),
         profiles=base["profiles"],
         compare_with=raw.get("compare_with"),
+        null_row=null_row,
     )
     if not unavailable:
         try:  # validate every field now, so a bad file fails at load with its row named
@@ -194,6 +204,12 @@ def _load_table(path: Path, base: dict) -> Table:
     for r in rows:
         if r.compare_with is not None and (r.compare_with not in seen or r.compare_with == r.id):
             raise ConfigError(f"{path} row '{r.id}': compare_with {r.compare_with!r} is not another row of this table")
+        if r.null_row and (r.compare_with or reference) == r.id:
+            raise ConfigError(f"{path} row '{r.id}': a null row cannot be the row it is compared with; "
+                              "expected compare_with naming another row (or another reference)")
+    # A null row is its target's config: it takes the target's resolved sections.
+    by_id = {r.id: r for r in rows}
+    rows = tuple(replace(r, sections=by_id[r.compare_with or reference].sections) if r.null_row else r for r in rows)
     return Table(
         id=table_id,
         title=meta.get("title", table_id),

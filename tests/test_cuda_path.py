@@ -333,6 +333,7 @@ class _Split:
     run_angle = None
     mask_scale = 1.0
     frame_ratios = None
+    value_ranges = None
 
     def __init__(self, rotation="per_sample"):
         from study.data.transforms import TransformConfig

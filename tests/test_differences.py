@@ -136,26 +136,68 @@ def test_show_names_the_teacher(capsys):
     assert "distillation student: its teacher is config" in out and "the runs of ultralbm)" in out
 
 
-def test_table_r_smoke_runs_and_the_report_gives_a_verdict_per_row(tmp_path):
-    """The README's Table R commands, as written (3 seeds, smoke), then what the report says."""
+@pytest.fixture(scope="module")
+def table_r_store(tmp_path_factory):
+    """The README's Table R commands, as written (3 seeds, smoke): a store and its report."""
     import subprocess
     import sys
 
-    env_store = ["--results", str(tmp_path)]
-    for command in (["run", "tabler", "--seeds", "3", "--profile", "smoke"], ["report", "--tables", "tabler"]):
-        done = subprocess.run([sys.executable, "-m", "study", *command, *env_store], cwd=REPO_ROOT,
+    root = tmp_path_factory.mktemp("table-r")
+    for command in (["run", "tabler", "--seeds", "3", "--profile", "smoke"], ["report", "--no-pdf"]):
+        done = subprocess.run([sys.executable, "-m", "study", *command, "--results", str(root)], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    report = tmp_path / "report"
+    return root
+
+
+def test_table_r_report_gives_a_seed_level_verdict_per_row(table_r_store):
+    report = table_r_store / "report"
     text = (report / "differences.md").read_text()
     table_r = load_tables()["tabler"]
     measured = [r for r in table_r.rows if r.id not in ("tr-harness", "tr-harness-t")]
+    assert {"tr-null", "tr-null-t"} <= {r.id for r in measured}
     for row in measured:
         line = next(line for line in text.splitlines() if line.startswith(f"| {row.name} |"))
-        assert line.count("| 3 |") == 1, line  # three paired seeds
-        assert any(v in line for v in ("changes DSC", "no detectable effect", "no effect: identical")), line
-    assert "Synthetic data: these effects check the pipeline" in text
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2] == "3/3", line  # three seeds of the row, three of its reference
+        float(cells[5])  # the smallest difference these seeds detect
+        assert cells[6].startswith("Pipeline check (synthetic data): "), line
+        assert any(v in cells[6] for v in ("changes DSC", "no detectable effect", "no effect: identical")), line
+        if "no detectable effect" in cells[6]:
+            assert "seeds per config would be needed" in cells[6] or "should suffice" in cells[6], line
+        assert cells[7].startswith(("+", "-", "0")), line  # the image-level view, secondary
+    for row_name in ("Harness default on the next seeds (null row)", "Harness student on the next seeds (null row)"):
+        null = next(line for line in text.splitlines() if line.startswith(f"| {row_name} |"))
+        assert "no detectable effect at 3 seeds" in null, null
+    assert "Synthetic data: every row is a pipeline check" in text
     for d in REGISTRY.of_kind("release", "protocol"):
         assert f"## {d.id} ({d.area})" in text
+        measured_line = next(line for line in text.split(f"## {d.id} ({d.area})")[1].splitlines()
+                             if line.startswith("- **Measured**"))
+        if d.table_r:
+            assert "Pipeline check (synthetic data)" in measured_line, measured_line
     assert "identical results" in next(line for line in text.splitlines() if line.startswith("| Soft"))
+    for switched in ("| Normalised at full resolution", "| nn.BCELoss on probabilities"):  # the switch reached training
+        assert "identical" not in next(line for line in text.splitlines() if line.startswith(switched))
     assert "Table R" in (report / "tabler.tex").read_text() and "\\input{differences}" in (report / "report.tex").read_text()
+
+
+def test_seeds_0_2_against_3_5_of_one_config_show_no_effect(table_r_store):
+    """The reference config under seeds 0-2 and 3-5: no detectable effect, from Table R and from the
+    claims audit's machinery (the image-level view calls the same runs different)."""
+    from study.report import audit
+    from study.report.collect import collect_table
+    from study.report.differences import measure
+    from study.store.runs import Store
+
+    store = Store(table_r_store)
+    td = collect_table(load_tables()["tabler"], store, "smoke")
+    ref, null = td.runs_for("tr-harness", "synthetic"), td.runs_for("tr-null", "synthetic")
+    assert ref.config_hash == null.config_hash
+    assert [r.seed for r in ref.completed] == [0, 1, 2] and [r.seed for r in null.completed] == [3, 4, 5]
+    row = audit.compare_cells(store, audit.RowAudit("tr-null", "null"), null, ref, 200, audit._rng("null"))
+    ((p_holm, result),) = audit.judge([row.dsc])
+    assert result == audit.NO_DIFFERENCE and p_holm > audit.ALPHA
+    effects = {e.row_id: e for e in measure(td, store, 200)}
+    assert effects["tr-null"].stats.result == audit.NO_DIFFERENCE
+    assert "no detectable effect at 3 seeds" in effects["tr-null"].verdict

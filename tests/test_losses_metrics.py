@@ -10,6 +10,7 @@ from study.metrics import PooledMetrics, per_image_dice
 from study.train.confusion import confusion_counts
 from study.train.losses import (
     attention_transfer_loss,
+    bce,
     bce_dice_loss,
     dice_loss,
     dkd_loss,
@@ -36,6 +37,26 @@ def test_bce_dice_by_hand():
     bce = -sum(yi * math.log(si) + (1 - yi) * math.log(1 - si) for si, yi in zip(s, y)) / 4
     dice = 1 - (2 * sum(si * yi for si, yi in zip(s, y)) + 1) / (sum(s) + sum(y) + 1)
     assert float(bce_dice_loss(S_LOGITS, MASK)) == pytest.approx(bce + dice, rel=1e-12)
+
+
+def test_bce_on_probabilities_is_the_release_form():
+    """train.bce_input = "probabilities": nn.BCELoss on sigmoid outputs, its clamp included. In float64
+    and moderate logits it equals BCE with logits; in float32 past a logit of 16.64 its gradient is zero,
+    where BCE with logits keeps one."""
+    release = torch.nn.BCELoss()(torch.sigmoid(S_LOGITS).view(1, -1), MASK.view(1, -1))
+    assert float(bce_dice_loss(S_LOGITS, MASK, "probabilities")) == pytest.approx(
+        float(release + dice_loss(torch.sigmoid(S_LOGITS), MASK)), rel=1e-12)
+    assert float(bce_dice_loss(S_LOGITS, MASK, "probabilities")) == pytest.approx(float(bce_dice_loss(S_LOGITS, MASK)))
+    target = torch.zeros(1, 1, 1, 3)
+    grads = {}
+    for form in ("logits", "probabilities"):
+        logits = torch.tensor([[[[10.0, 16.7, 30.0]]]], requires_grad=True)
+        bce(logits, target, form, reduction="sum").backward()
+        grads[form] = logits.grad.flatten().tolist()
+    assert grads["logits"] == pytest.approx([sig(10.0), 1.0, 1.0], rel=1e-4)
+    assert grads["probabilities"][0] == pytest.approx(sig(10.0), rel=1e-3) and grads["probabilities"][1:] == [0, 0]
+    loss = bce(torch.tensor([30.0]), torch.zeros(1), "probabilities")
+    assert float(loss) == pytest.approx(100.0)  # log(1 - 1) clamped at -100
 
 
 def test_dice_is_per_sample_then_averaged():

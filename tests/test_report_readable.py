@@ -99,10 +99,11 @@ def test_the_reference_row_always_says_ours(tmp_path):
     assert "(Ours) (Ours)" not in render_latex(collect_table(TABLES["table3"], Store(tmp_path), "smoke"))
     store = Store(tmp_path / "runs")
     for row in TABLES["table6"].rows:
-        write_run(store, row, None, 0, "smoke", dsc=0.8)
+        for seed, dsc in ((0, 0.80), (1, 0.81)):  # two seeds: a between-seed comparison exists
+            write_run(store, row, None, seed, "smoke", dsc=dsc)
     audits = audit_tables([collect_table(TABLES["table6"], store, "smoke")], store, n_boot=20)
     assert audits[0].reference_name == "w (Ours)"
-    assert "Ours: w (Ours), 1 completed seed(s)." in audit_markdown(audits)
+    assert "Ours: w (Ours), 2 completed seed(s)." in audit_markdown(audits)
 
 
 # ---------------------------------------------------------------- Params and FLOPs without runs
@@ -241,7 +242,8 @@ def test_audits_that_cannot_be_judged_take_one_line(smoke_store):
     tables = collect_tables([TABLES[t] for t in ("table2", "table3", "table4", "table7")], smoke_store, "smoke")
     audits = audit_tables(tables, smoke_store, n_boot=20)
     assert unjudged_lines(audits) == [
-        "Tables 2 and 4 (Synthetic, profile smoke): no other row has runs paired with ours.",
+        "Tables 2 and 4 (Synthetic, profile smoke): no other row has a seed-level comparison with ours (two or more "
+        "completed seeds on each side).",
         "Table 7 (Synthetic, profile smoke): ours (the reference row) has no completed run.",
     ]
     md = audit_markdown(audits)

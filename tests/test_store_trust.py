@@ -122,7 +122,7 @@ def test_truncated_csv_never_reaches_the_audit_or_tables(tmp_path):
     assert any(p.status == "damaged" and p.seed == 0 for p in td.problems)
     audit = audit_tables([td], store, n_boot=50)[0]
     row = next(r for r in audit.rows if r.row_id == "t4-4dwconv")
-    assert row.n_seeds == 2 and row.n_images == 48
+    assert row.n_seeds == "2/3" and row.image.n_images == 48
 
 
 def test_unparsable_records_are_damaged_and_block_nothing(trained, tmp_path):

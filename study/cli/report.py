@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--no-figure", dest="figure", action="store_false", help="skip Fig. 2")
     p.add_argument("--no-audit", dest="audit", action="store_false", help="skip the claims audit")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
-                   help="bootstrap draws for the audit's intervals (default 2000)")
+                   help="bootstrap draws for the secondary, image-level intervals of the audit and Table R (default 2000)")
     p.add_argument("--pdf", action="store_true", default=None,
                    help="compile report.tex with pdflatex, or fail (default: when pdflatex is installed)")
     p.add_argument("--no-pdf", dest="pdf", action="store_false", help="do not compile report.tex")

@@ -106,17 +106,23 @@ def augment(images: torch.Tensor, masks: torch.Tensor, aug: BatchAugmentation,
     return images, masks
 
 
-def normalize_batch(images_u8: torch.Tensor, normalization: str) -> torch.Tensor:
+def normalize_batch(images_u8: torch.Tensor, normalization: str, ranges: torch.Tensor | None = None) -> torch.Tensor:
     """(B, H, W, 3) uint8 to (B, 3, H, W) float32: [0, 255] per-image min-max (official) or /255 (unit).
 
     The official mean/std standardisation is a positive affine map of every pixel,
-    so the min-max stretch after it equals the stretch of the raw values.
+    so the min-max stretch after it equals the stretch of the raw values. ``ranges``
+    (B, 2): each image's (min, max) to stretch from (its original's, for
+    ``normalize_frame = "original"``); default: the batch images' own.
     """
     x = images_u8.permute(0, 3, 1, 2).float()
     if normalization == "unit":
         return x / 255.0
-    low = x.amin(dim=(1, 2, 3), keepdim=True)
-    span = x.amax(dim=(1, 2, 3), keepdim=True) - low
+    if ranges is None:
+        low = x.amin(dim=(1, 2, 3), keepdim=True)
+        span = x.amax(dim=(1, 2, 3), keepdim=True) - low
+    else:
+        low = ranges[:, 0].float().view(-1, 1, 1, 1)
+        span = ranges[:, 1].float().view(-1, 1, 1, 1) - low
     scale = torch.where(span > 0, 255.0 / span.clamp(min=1.0), torch.zeros_like(span))  # constant image: zeros
     return ((x - low) * scale).contiguous()
 
@@ -136,6 +142,9 @@ class ResidentSplit:
                                                                                  dtype=torch.float32)
         self.run_angle = dataset.run_angle
         self.device = torch.device(device)
+        # (N, 2) original-resolution (min, max) per sample, on the device (normalize_frame = "original")
+        self.ranges = None if dataset.value_ranges is None else torch.from_numpy(
+            np.ascontiguousarray(dataset.value_ranges)).to(self.device)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -146,7 +155,8 @@ class ResidentSplit:
         ``host_index``: the same rows on the host, when ``index`` is already on the device."""
         host_index = index.cpu() if host_index is None else host_index
         index = index.to(self.device)  # a no-op for ``batches``, which moves an epoch's order at once
-        images = normalize_batch(self.images[index], self.transforms.normalization)
+        ranges = None if self.ranges is None else self.ranges[index]
+        images = normalize_batch(self.images[index], self.transforms.normalization, ranges)
         masks = self.masks[index].unsqueeze(1).float()
         if self.mask_scale != 1.0:
             masks = masks / self.mask_scale

@@ -32,7 +32,16 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from study.data.check import map_pairs
-from study.data.imageio import RESIZE_METHOD, RESIZE_TAG, read_mask, read_pair, resize_mask_soft, resize_pair
+from study.data.imageio import (
+    RESIZE_METHOD,
+    RESIZE_TAG,
+    read_image,
+    read_mask,
+    read_pair,
+    resize_mask_soft,
+    resize_pair,
+    stretch_and_resize,
+)
 from study.data.layouts import BadPair, DataSource, SamplePair, get_dataset_source, problems_message
 from study.data.synthetic import SyntheticSpec, make_synthetic, synthetic_ids
 from study.datasets import SYNTHETIC_GENERATOR_VERSION as GENERATOR_VERSION
@@ -45,6 +54,7 @@ META_FILE = "meta.json"
 IMAGES_FILE = "images.npy"
 MASKS_FILE = "masks.npy"
 SOFT_MASKS_FILE = "soft_masks.npy"
+STRETCHED_FILE = "images_stretched.npy"
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -95,6 +105,18 @@ class DatasetCache:
             _write_soft_masks(self, path)
         return np.load(path, mmap_mode="r")
 
+    def stretched_images(self) -> np.ndarray:
+        """(N, size, size, 3) uint8: each image stretched to [0, 255] by its own min and max at its
+        stored resolution, then resized (``data.normalize_frame = "original"``: the release's order,
+        normalise then resize). The resize is bilinear in floating point (it agrees with the
+        release's antialiased tensor resize within 0.01 grey levels), then rounded. Made from the
+        original files on first use and kept beside the arrays; a synthetic image is generated at
+        its size, so it is stretched as it is."""
+        path = self.directory / STRETCHED_FILE
+        if not path.is_file():
+            _write_array(path, _stretched_images(self))
+        return np.load(path, mmap_mode="r")
+
     def indices(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each id; DataError naming the ids this cache does not hold."""
         row_of = {sample_id: row for row, sample_id in enumerate(self.meta["ids"])}
@@ -126,16 +148,32 @@ def open_cache(directory: str | os.PathLike) -> DatasetCache:
     return DatasetCache(directory, meta)
 
 
+def _has_originals(cache: DatasetCache) -> bool:
+    return bool(cache.meta.get("files")) and bool(cache.meta.get("root"))
+
+
 def _write_soft_masks(cache: DatasetCache, path: Path) -> None:
-    if cache.meta.get("files") and cache.meta.get("root"):
+    if _has_originals(cache):
         root = Path(cache.meta["root"])
         soft = np.stack([resize_mask_soft(read_mask(root / mask_file), cache.size)
                          for _, mask_file in cache.meta["files"]])
     else:  # synthetic masks are drawn at their size, never resized: soft and hard are the same
         soft = np.asarray(cache.masks(), dtype=np.uint8) * 255
+    _write_array(path, soft)
+
+
+def _stretched_images(cache: DatasetCache) -> np.ndarray:
+    if not _has_originals(cache):
+        return np.stack([stretch_and_resize(image, cache.size) for image in cache.images()])
+    root = Path(cache.meta["root"])
+    return np.stack([stretch_and_resize(read_image(root / image_file), cache.size)
+                     for image_file, _ in cache.meta["files"]])
+
+
+def _write_array(path: Path, array: np.ndarray) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
     try:
-        np.save(partial, soft)
+        np.save(partial, array)
         os.replace(partial, path)  # two processes writing it at once write the same bytes
     finally:
         partial.unlink(missing_ok=True)

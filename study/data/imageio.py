@@ -160,6 +160,17 @@ def resize_mask_soft(mask: np.ndarray, size: int) -> np.ndarray:
                       dtype=np.uint8)
 
 
+def stretch_and_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 stretched to [0, 255] by its own min and max, then resized to (size, size, 3)
+    bilinearly in float32, channel by channel, and rounded to uint8: the release's order."""
+    low, high = int(image.min()), int(image.max())
+    stretched = (image.astype(np.float32) - low) * (255.0 / (high - low)) if high > low else np.zeros(image.shape,
+                                                                                                      np.float32)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(stretched[..., c]), "F").resize(
+        (size, size), Image.Resampling.BILINEAR)) for c in range(3)]
+    return np.clip(np.rint(np.stack(channels, axis=-1)), 0, 255).astype(np.uint8)
+
+
 def resize_pair(pair: DecodedPair, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(size, size, 3) uint8 image and (size, size) uint8 {0,1} mask."""
     image = Image.fromarray(pair.image).resize((size, size), Image.Resampling.BILINEAR)

@@ -67,6 +67,10 @@ class SegmentationDataset(Dataset):
         sizes = cache.meta.get("original_sizes")
         if transforms.rotation_frame == "original" and sizes:
             self.frame_ratios = np.array([sizes[row][1] / sizes[row][0] for row in self.rows], dtype=np.float32)
+        # normalize_frame = "original": the images come stretched at their stored resolution, and
+        # the stretch maps their own [0, 255] (never the resized image's min and max)
+        self.prestretched = transforms.normalization == "official" and transforms.normalize_frame == "original"
+        self.value_ranges = np.tile(np.array([0, 255], np.uint8), (len(self.rows), 1)) if self.prestretched else None
 
     def reseed(self, seed: int) -> None:
         """Restart the per-sample stream (the per-run angle stays: it belongs to the run)."""
@@ -82,7 +86,7 @@ class SegmentationDataset(Dataset):
         if self._arrays is None:
             cache = open_cache(self.cache_dir)
             masks = cache.soft_masks() if self.transforms.mask_targets == "soft" else cache.masks()
-            self._arrays = (cache.images(), masks)
+            self._arrays = (cache.stretched_images() if self.prestretched else cache.images(), masks)
         return self._arrays
 
     def __getstate__(self) -> dict:
@@ -96,7 +100,8 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = self._open()
         row = self.rows[index]
-        image = normalize(np.asarray(images[row]), self.transforms.normalization, self.norm_stats)
+        value_range = None if self.value_ranges is None else tuple(self.value_ranges[index])
+        image = normalize(np.asarray(images[row]), self.transforms.normalization, self.norm_stats, value_range)
         image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         mask_tensor = torch.from_numpy(np.asarray(masks[row], dtype=np.float32)[None])
         if self.mask_scale != 1.0:

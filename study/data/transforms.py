@@ -2,8 +2,13 @@
 
 Mirrors the official pipeline (inherited from MALUNet), in its order:
 normalise, random horizontal flip, random vertical flip, random rotation.
-The official pipeline resizes last; here the cache resized first, so the
-normalisation's per-image min and max are those of the resized image.
+The official pipeline resizes last; here the cache resized first, so by
+default the normalisation's per-image min and max are those of the resized
+image (``normalize_frame = "working"``). With ``"original"`` the cache keeps
+each image stretched at its stored resolution and then resized
+(``DatasetCache.stretched_images``), and the stretch here maps its [0, 255]
+as it is: the release's order, up to the rounding to uint8 (at most 0.5 grey
+levels).
 
 The official normalisation subtracts a per-dataset mean, divides by a
 per-dataset std, then rescales each image to [0, 255] by its own min and max.
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from study.canonical import check_fields
-from study.config import MASK_TARGETS, NORMALIZATIONS, ROTATION_FRAMES, ROTATIONS
+from study.config import MASK_TARGETS, NORMALIZATIONS, NORMALIZE_FRAMES, ROTATION_FRAMES, ROTATIONS
 from study.errors import ConfigError
 
 # Recorded: the interpolation of each tensor when rotated (fill is 0 outside).
@@ -45,9 +50,11 @@ class TransformConfig:
     rotation_degrees: tuple[float, float] = (0.0, 360.0)
     rotation_frame: str = "working"
     mask_targets: str = "hard"
+    normalize_frame: str = "working"  # where the min-max stretch takes its min and max (DataConfig)
 
     def __post_init__(self):
-        for name, allowed in (("rotation_frame", ROTATION_FRAMES), ("mask_targets", MASK_TARGETS)):
+        for name, allowed in (("rotation_frame", ROTATION_FRAMES), ("mask_targets", MASK_TARGETS),
+                              ("normalize_frame", NORMALIZE_FRAMES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"transforms.{name}: {getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if self.normalization not in NORMALIZATIONS:
@@ -117,14 +124,22 @@ def compute_norm_stats(images: np.ndarray, rows: np.ndarray | None = None, chunk
     return NormStats(mean=mean, std=std, images=len(rows))
 
 
-def normalize(image: np.ndarray, normalization: str, stats: NormStats | None) -> np.ndarray:
-    """(H, W, 3) uint8 to (H, W, 3) float32 in [0, 255] (official) or [0, 1] (unit)."""
+def normalize(image: np.ndarray, normalization: str, stats: NormStats | None,
+              value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 to (H, W, 3) float32 in [0, 255] (official) or [0, 1] (unit).
+
+    ``value_range``: the (min, max) the stretch maps to 0 and 255, in the image's 0-255 values
+    (the original image's, for ``normalize_frame = "original"``); default: this image's own."""
     if normalization == "unit":
         return image.astype(np.float32) / 255.0
     if stats is None:
         raise ConfigError("the official normalisation needs the dataset's mean and std (NormStats)")
-    standardized = (image.astype(np.float64) - stats.mean) / (stats.std or 1.0)
-    low, high = standardized.min(), standardized.max()
+    scale = stats.std or 1.0
+    standardized = (image.astype(np.float64) - stats.mean) / scale
+    if value_range is None:
+        low, high = standardized.min(), standardized.max()
+    else:
+        low, high = ((float(v) - stats.mean) / scale for v in value_range)
     if high == low:  # a constant image: the official code would divide by zero
         return np.zeros(image.shape, np.float32)
     return ((standardized - low) / (high - low) * 255.0).astype(np.float32)

@@ -10,7 +10,7 @@ One concept per module:
 * ``complexity_table``  Params and FLOPs of every variant, counted, beside the paper's
 * ``figure``, ``fig4``, ``curves``  Fig. 2, Fig. 4, each table's training curves (seaborn)
 * ``compare``   every cell of the paper beside ours, with the difference and a flag
-* ``audit``     the claims audit of the ablation tables (bootstrap, Wilcoxon + Holm)
+* ``audit``     the claims audit of the ablation tables (seed-level Welch tests + Holm; study.report.evidence)
 * ``differences``  Table R's effects and the registry of paper / release / harness differences
 * ``build``     all of it into one folder; ``documents`` (report.tex, report.md), ``html`` (report.html),
   ``folder`` (what the folder holds, pdflatex)

@@ -1,8 +1,11 @@
 """Reproduced vs paper: every cell of the paper beside ours, with the difference and a flag.
 
-A metric cell is flagged when the paper's value lies outside our mean ± 2 std
-(sample std over our seeds); with fewer than two runs there is no std and the
-cell says so. Params are compared at the paper's printed precision, FLOPs
+A metric cell is judged with the training seed as the unit of evidence
+(``study.report.evidence.paper_p``): our per-seed scores against the paper's
+mean of three runs (six models for PH2) and, where it prints one, its SD; the
+p-values are Holm-corrected across the metric cells of a table, and a cell is
+flagged when its Holm p < 0.05. With fewer than two runs there is no
+between-seed SD and the cell says so. Params are compared at the paper's printed precision, FLOPs
 within the complexity check's relative tolerance, and a documented mismatch
 (``paper/differences.toml``) is named as such.
 
@@ -18,23 +21,23 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from study.complexity import FLOPS_TOLERANCE
 from study.paper import mismatches, number, paper_table
 from study.report.collect import METRIC_LABELS, Cell, TableData, dataset_label
 from study.report.counting import is_counted
+from study.report.evidence import ALPHA, holm, paper_p
 from study.report.format import DASH, display_name, fixed, latex_escape, markdown_escape, signed
 from study.report.jinja import render
 
-SPREAD = 2.0  # the flag: paper outside our mean ± SPREAD * std
-
-OUTSIDE = "outside ±2 std"
-ONE_RUN = "1 run: no std"
+OUTSIDE = "differs from the paper"
+ONE_RUN = "1 run: no between-seed SD"
 NO_RUNS = "no runs"
 DIFFERS = "differs"
 DOCUMENTED = "documented mismatch"
 NOT_COMPARABLE = "not comparable"
+PAPER_RUNS, PH2_RUNS = 3, 6  # "averaged over three runs"; PH2 "averaged from six models"
 
 
 def comparable(td: TableData) -> bool:
@@ -54,6 +57,7 @@ class PaperColumn:
     label: str  # "ISIC 2017 DSC (%)"
     decimals: int
     quantity: str | None = None  # "params" / "flops" for complexity columns
+    external: bool = False  # PH2: the paper averages six models (three seeds x two training sets)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Comparison:
     diff: float | None  # ours − paper, in printed units
     flag: str  # "" when consistent
     note: str = ""
+    p: float | None = None  # seed-level p against the paper's runs (metric cells)
+    p_holm: float | None = None  # Holm-corrected across the table's metric cells
 
     @property
     def ours_text(self) -> str:
@@ -81,8 +87,18 @@ class Comparison:
         return text
 
     @property
+    def p_text(self) -> str:
+        if self.p is None:
+            return DASH
+        return f"{_p(self.p)} ({_p(self.p_holm)})"
+
+    @property
     def diff_text(self) -> str:
         return DASH if self.diff is None else signed(self.diff, self.column.decimals)
+
+
+def _p(value: float | None) -> str:
+    return DASH if value is None else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
 
 
 def paper_columns(td: TableData) -> list[PaperColumn]:
@@ -93,7 +109,8 @@ def paper_columns(td: TableData) -> list[PaperColumn]:
     for d in (*td.table.datasets, *td.table.external):
         for m in ("iou", "dsc"):
             if f"{d}_{m}" in header:
-                out.append(PaperColumn(f"{d}_{m}", f"{d}_{m}", f"{dataset_label(d)} {METRIC_LABELS[m]}", 2))
+                out.append(PaperColumn(f"{d}_{m}", f"{d}_{m}", f"{dataset_label(d)} {METRIC_LABELS[m]}", 2,
+                                       external=d in td.table.external))
             elif m in header and len(td.table.datasets) == 1 and d == td.table.datasets[0]:
                 out.append(PaperColumn(f"{d}_{m}", m, f"{dataset_label(d)} {METRIC_LABELS[m]}", 2))
     out.append(PaperColumn("params_m", "params_m", "Params (M)", 3, "params"))
@@ -128,8 +145,11 @@ def _compare_cell(td: TableData, row, col: PaperColumn, printed: dict) -> Compar
     elif col.quantity is None:
         if cell.std is None:
             flag = ONE_RUN
-        elif abs(paper_value - cell.mean) > SPREAD * cell.std:
-            flag = OUTSIDE
+        else:
+            paper_std = number(printed.get(f"{col.paper_key}_std"))
+            p = paper_p(cell.values, paper_value, paper_std, PH2_RUNS if col.external else PAPER_RUNS)
+            return Comparison(td.table.id, row.id, display_name(row.name, row.is_reference), col, text or DASH,
+                              paper_value, cell, diff, "", note, p)
     else:
         ok = (_matches_printed(cell.mean, printed[col.paper_key]) if col.quantity == "params"
               else abs(cell.mean - paper_value) <= FLOPS_TOLERANCE * paper_value)
@@ -142,7 +162,8 @@ def _compare_cell(td: TableData, row, col: PaperColumn, printed: dict) -> Compar
 
 
 def compare_table(td: TableData) -> list[Comparison]:
-    """Every cell the paper prints for ``td``'s table, beside ours."""
+    """Every cell the paper prints for ``td``'s table, beside ours; metric cells judged seed-level, Holm
+    across the table's metric cells."""
     paper = paper_table(td.table.id)
     columns = paper_columns(td)
     out = []
@@ -151,6 +172,9 @@ def compare_table(td: TableData) -> list[Comparison]:
         if printed is None:
             continue
         out.extend(_compare_cell(td, row, col, printed) for col in columns)
+    tested = [i for i, c in enumerate(out) if c.p is not None]
+    for i, adjusted in zip(tested, holm([out[i].p for i in tested])):
+        out[i] = replace(out[i], p_holm=adjusted, flag=OUTSIDE if adjusted < ALPHA else "")
     return out
 
 
@@ -165,7 +189,9 @@ def _counts(items: list[Comparison]) -> str:
 
 
 LEGEND = (f"Ours: mean ± sample std (ddof = 1) over the runs, n = their number. Diff: ours − paper. "
-          f"Flags: “{OUTSIDE}”: the paper's value lies outside our mean ± 2 std; "
+          f"p: the seed as the unit of evidence, our runs' scores against the paper's mean of three runs (six "
+          f"models for PH2) with its printed SD where it gives one, else with ours; Holm-corrected across the "
+          f"table's metric cells (in brackets). Flags: “{OUTSIDE}”: Holm p < {ALPHA}; "
           f"“{ONE_RUN}”: no std to judge by; "
           f"“{DIFFERS}”: Params differ at the paper's printed precision, or FLOPs by more than "
           f"{FLOPS_TOLERANCE:.0%} (thop convention); “{DOCUMENTED}”: a mismatch explained in "
@@ -240,7 +266,7 @@ def render_latex(tables: list[TableData]) -> str:
     out = []
     for sec in sections:
         lines = [[latex_escape(c.row_name), latex_escape(c.column.label), latex_escape(c.paper),
-                  latex_escape(c.ours_text), latex_escape(c.diff_text),
+                  latex_escape(c.ours_text), latex_escape(c.diff_text), latex_escape(c.p_text),
                   rf"\textbf{{{latex_escape(c.flag)}}}" if c.flag in (OUTSIDE, DIFFERS) else latex_escape(c.flag)]
                  for c in sec.items]
         _blank_repeats(lines)
@@ -254,7 +280,7 @@ def render_markdown(tables: list[TableData]) -> str:
     sections, nothing = plan(tables)
     out = []
     for sec in sections:
-        lines = [[markdown_escape(c.row_name), c.column.label, c.paper, c.ours_text, c.diff_text,
+        lines = [[markdown_escape(c.row_name), c.column.label, c.paper, c.ours_text, c.diff_text, c.p_text,
                   f"**{c.flag}**" if c.flag in (OUTSIDE, DIFFERS) else c.flag]
                  for c in sec.items]
         _blank_repeats(lines)
@@ -265,7 +291,7 @@ def render_markdown(tables: list[TableData]) -> str:
 
 def render_csv(tables: list[TableData]) -> str:
     fields = ["table", "profile", "row_id", "name", "column", "paper", "paper_value", "ours_mean", "ours_std",
-              "ours_n", "diff", "flag", "note"]
+              "ours_n", "diff", "p_seeds", "p_holm", "flag", "note"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -277,6 +303,7 @@ def render_csv(tables: list[TableData]) -> str:
                 "ours_mean": "" if c.ours is None else round(c.ours.mean, 6),
                 "ours_std": "" if c.ours is None or c.ours.std is None else round(c.ours.std, 6),
                 "ours_n": 0 if c.ours is None else c.ours.n,
-                "diff": "" if c.diff is None else round(c.diff, 6), "flag": c.flag, "note": c.note,
+                "diff": "" if c.diff is None else round(c.diff, 6), "p_seeds": "" if c.p is None else c.p,
+                "p_holm": "" if c.p_holm is None else c.p_holm, "flag": c.flag, "note": c.note,
             })
     return buffer.getvalue()

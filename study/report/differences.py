@@ -2,12 +2,14 @@
 the report section generated from ``paper/differences.toml``.
 
 Each Table R row is its reference (the table's, or the row's ``compare_with``) with one
-difference switched to the release's behaviour. Its effect is measured with the claims
-audit's machinery (``study.report.audit``): the DSC difference averaged over the seeds both
-completed, a percentile bootstrap interval over test images, and the Wilcoxon signed-rank test
-on per-image Dice, Holm-corrected across Table R's rows. The verdict is plain: "changes DSC by
-x [CI]" when the Holm p < 0.05 and the interval excludes 0, else "no detectable effect at n
-seeds". On synthetic data (the smoke profile) the effect is the pipeline's, not the real one.
+difference switched to the release's behaviour. Its effect is judged as the claims audit judges
+a row (``study.report.audit.judge``): the training seed is the unit of evidence, each row's
+per-seed pooled DSC against its reference's by Welch's t-test, Holm-corrected across Table R's
+rows. The null row (the reference's own config on the next seeds) shows the noise floor: its
+verdict is what seed noise alone gives. The verdict is plain: "changes DSC by x [CI]" when the
+Holm p < 0.05, else "no detectable effect at n seeds" with the smallest difference those seeds
+could detect and the seeds a difference of the observed size would need. On synthetic data (the
+smoke profile) every row is a pipeline check, not the real effect.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from dataclasses import dataclass
 from study.paper import Difference, differences
 from study.report import audit as audit_mod
 from study.report.collect import TableData, dataset_label
+from study.report.evidence import seeds_text
 from study.report.format import DASH, latex_escape, markdown_escape, signed
 from study.report.jinja import render
 from study.store.runs import Store
 
 TABLE_R = "tabler"
+PIPELINE = "Pipeline check (synthetic data)"
 
 
 @dataclass
@@ -31,73 +35,89 @@ class Effect:
     reference_id: str
     reference_name: str
     stats: audit_mod.RowAudit
-    identical: bool = False  # every paired image's counts equal the reference's
+    synthetic: bool = False  # measured on synthetic data: the pipeline's effect, not the real one
+    null_row: bool = False
+
+    @property
+    def identical(self) -> bool:
+        """Every paired image's counts equal the reference's: the switch changes nothing on this data."""
+        image = self.stats.image
+        return image is not None and image.identical and not self.null_row
 
     @property
     def short_verdict(self) -> str:
-        """For the table, whose other columns carry the numbers."""
-        s = self.stats
-        if not s.compared:
-            return f"not measured: {s.note}"
-        if self.identical:
-            return "no effect: identical results"
-        return self.verdict.split(" (ΔDSC")[0]
+        """For the table, whose other columns carry the difference, its interval and the detectable one."""
+        return self._labelled(self._verdict(short=True))
 
     @property
     def verdict(self) -> str:
+        return self._labelled(self._verdict(short=False))
+
+    def _labelled(self, text: str) -> str:
+        return f"{PIPELINE}: {text}" if self.synthetic else text
+
+    def _verdict(self, short: bool) -> str:
         s = self.stats
         if not s.compared:
             return f"not measured: {s.note}"
+        if self.identical and short:
+            return "no effect: identical results"
         if self.identical:
-            return (f"no effect: the same per-image counts as its reference in all {s.n_seeds} seed(s) (the "
-                    "switch changes nothing on this data)")
-        interval = f"[{signed(s.ci_dsc[0], 2)}, {signed(s.ci_dsc[1], 2)}]"
-        if s.p_holm is not None and s.p_holm < audit_mod.ALPHA and (s.ci_dsc[0] > 0 or s.ci_dsc[1] < 0):
-            return f"changes DSC by {signed(s.delta_dsc, 2)} pp {interval}"
-        return f"no detectable effect at {s.n_seeds} seed{'s' if s.n_seeds != 1 else ''} " \
-               f"(ΔDSC {signed(s.delta_dsc, 2)} pp {interval})"
+            return (f"no effect: the same per-image counts as its reference in all {s.dsc.n_row} "
+                    "seed(s) (the switch changes nothing on this data)")
+        c = s.dsc
+        interval = f"[{signed(c.ci[0], 2)}, {signed(c.ci[1], 2)}]"
+        seeds = f"{c.n_row}/{c.n_ref} seeds" if c.n_row != c.n_ref else f"{c.n_row} seeds"
+        if s.result in (audit_mod.ROW_BETTER, audit_mod.OURS_BETTER):
+            return f"changes DSC by {signed(c.delta, 2)} pp" + ("" if short else f" {interval}") + f" at {seeds}"
+        if c.delta == 0 or c.detectable is None:
+            needed = "no difference between the seed means" if c.delta == 0 else "no spread between seeds"
+        else:
+            needed = f"{seeds_text(c.seeds_for(c.delta), max(c.n_row, c.n_ref))} for {abs(c.delta):.2f} pp"
+        if short:
+            return f"no detectable effect at {seeds}; {needed}"
+        detectable = "" if c.detectable is None else (
+            f"; the smallest difference these seeds detect at 80% power is {c.detectable:.2f} pp")
+        return f"no detectable effect at {seeds} (ΔDSC {signed(c.delta, 2)} pp {interval}{detectable}; {needed})"
 
 
 def references(td: TableData) -> set[str]:
     rows = td.table.rows
-    return {td.table.reference} | {r.compare_with for r in rows if r.compare_with}
+    return {td.table.reference} | {r.compare_with for r in rows if r.compare_with and not r.null_row}
 
 
 def measure(td: TableData, store: Store, n_boot: int = audit_mod.N_BOOT) -> list[Effect]:
     """Every non-reference row of Table R against its reference, on the table's (first) dataset."""
     dataset = td.datasets[0]
+    synthetic = dataset not in td.table.datasets
     effects = []
     for row in td.rows:
         if row.id in references(td):
             continue
         ref_id = row.row.compare_with or td.table.reference
-        stats, identical = audit_mod.RowAudit(row.id, row.name), False
+        stats = audit_mod.RowAudit(row.id, row.name)
         cell, ref_cell = td.runs_for(row.id, dataset), td.runs_for(ref_id, dataset)
         if cell is None or ref_cell is None or not cell.completed or not ref_cell.completed:
             stats.note = "no completed runs of this row and its reference"
         else:
-            paired, why = audit_mod.pair_runs(store, cell, ref_cell)
-            if paired is None:
-                stats.note = why
-            else:
-                stats = audit_mod.audit_paired(paired, n_boot, audit_mod._rng(td.id, dataset, row.id))
-                stats.row_id, stats.row_name = row.id, row.name
-                identical = all((a == b).all() for a, b in zip(paired.row, paired.ref))
-        effects.append(Effect(row.id, row.name, ref_id, td.row(ref_id).name, stats, identical))
-    tested = [e.stats for e in effects if e.stats.p_wilcoxon is not None]
-    for s, adjusted in zip(tested, audit_mod.holm([s.p_wilcoxon for s in tested])):
-        s.p_holm = adjusted
+            audit_mod.compare_cells(store, stats, cell, ref_cell, n_boot, audit_mod._rng(td.id, dataset, row.id))
+        effects.append(Effect(row.id, row.name, ref_id, td.row(ref_id).name, stats, synthetic, row.row.null_row))
+    judged = audit_mod.judge([e.stats.dsc if e.stats.compared else None for e in effects])
+    for e, (p_holm, result) in zip(effects, judged):
+        e.stats.p_holm, e.stats.result = p_holm, result
     return effects
 
 
-EFFECT_HEADER = ["Row", "Against", "Seeds", "ΔDSC (pp) [95% CI]", "Wilcoxon p (Holm)", "Verdict"]
+EFFECT_HEADER = ["Row", "Against", "Seeds", "ΔDSC (pp) [95% CI]", "Welch p (Holm)", "Detectable Δ (pp)", "Verdict",
+                 "Secondary: image-level ΔDSC [CI], Wilcoxon p"]
 
 
 def _effect_cells(e: Effect) -> list[str]:
     s = e.stats
-    p = DASH if s.p_wilcoxon is None else f"{audit_mod._p(s.p_wilcoxon)} ({audit_mod._p(s.p_holm)})"
-    return [e.row_name, e.reference_name, str(s.n_seeds) if s.compared else DASH,
-            audit_mod._delta(s.delta_dsc, s.ci_dsc), p, e.short_verdict]
+    c = s.dsc
+    p = DASH if c is None or c.p is None else f"{audit_mod.p_text(c.p)} ({audit_mod.p_text(s.p_holm)})"
+    return [e.row_name, e.reference_name, s.n_seeds, audit_mod.interval_text(s.delta_dsc, None if c is None else c.ci),
+            p, audit_mod.detectable_text(c), e.short_verdict, audit_mod.image_text(s.image)]
 
 
 def effects_note(td: TableData | None) -> str:
@@ -105,10 +125,12 @@ def effects_note(td: TableData | None) -> str:
         return "Table R is not in this report (`python -m study report --tables tabler`)."
     synthetic = set(td.datasets) - set(td.table.datasets)
     where = f"{dataset_label(td.datasets[0])}, profile {td.profile}"
-    text = (f"Table R ({where}): each row against its reference; Δ = row − reference. Intervals and tests as in "
-            "the claims audit, Holm-corrected across Table R's rows.")
+    text = (f"Table R ({where}): each row against its reference; Δ = row − reference. The unit of evidence is "
+            "the training seed: Welch's t-test on the per-seed pooled DSC, Holm-corrected across Table R's rows, "
+            "as in the claims audit. The null row is the reference's own config on the next seeds: its verdict "
+            "is what seed noise alone gives.")
     if synthetic:
-        text += (" Synthetic data: these effects check the pipeline, they are not the effects on the real "
+        text += (" Synthetic data: every row is a pipeline check; these are not the effects on the real "
                  "datasets.")
     return text
 

@@ -18,7 +18,7 @@ _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "–": "--", "—": "---", "±": r"$\pm$", "²": r"$^2$", "×": r"$\times$", "≠": r"$\neq$",
-    "≤": r"$\leq$", "≥": r"$\geq$", "Δ": r"$\Delta$", "†": r"$^\dagger$", "−": r"$-$",
+    "≤": r"$\leq$", "≥": r"$\geq$", "Δ": r"$\Delta$", "†": r"$^\dagger$", "−": r"$-$", "≈": r"$\approx$",
     "“": "``", "”": "''", "‘": "`", "’": "'", "…": r"\ldots{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
 }
 

@@ -89,9 +89,9 @@ class CellRuns:
         return tuple(r for r in self.records if r.completed)
 
 
-def _records_by_hash(store: Store) -> dict[str, list[RunRecord]]:
+def _records_by_hash(records) -> dict[str, list[RunRecord]]:
     out: dict[str, list[RunRecord]] = {}
-    for r in store.records():
+    for r in records:
         out.setdefault(r.config_hash, []).append(r)
     for records in out.values():
         records.sort(key=lambda r: r.seed)
@@ -102,22 +102,65 @@ class _Snapshot(Store):
     """A store whose records are read (and verified) once: every table looks them up by hash.
 
     ``seeds`` keeps only those seeds' runs, so the tables and the audit of one
-    report always rest on the same runs.
+    report always rest on the same runs; a null row (``Row.null_row``) reads the
+    seeds after them (n..2n-1 for seeds 0..n-1), kept apart for it alone.
     """
 
     def __init__(self, store: Store, seeds=None):
         super().__init__(store.root)
-        records = [r for r in store.records() if seeds is None or r.seed in set(seeds)]
-        object.__setattr__(self, "_records", records)
+        every = list(store.records())
+        if seeds is None:
+            kept, offset, later = every, None, every
+        else:
+            kept = [r for r in every if r.seed in set(seeds)]
+            offset = max(seeds) + 1 if seeds else 0
+            later = [r for r in every if offset <= r.seed < 2 * offset]
+        object.__setattr__(self, "_records", kept)
+        object.__setattr__(self, "null_offset", offset)
+        object.__setattr__(self, "_later", later)
 
     def records(self):
         return iter(self._records)
+
+    def null_records(self):
+        """The records a null row may read: every record, or the seeds after those asked for."""
+        return iter(self._later)
 
 
 def snapshot(store: Store, seeds=None) -> Store:
     if isinstance(store, _Snapshot) and seeds is None:
         return store
     return _Snapshot(store, seeds)
+
+
+def _null_offset(table: Table, cells: list[CellRuns], targets: set[str]) -> int:
+    """Without a seed restriction: n such that the table's other rows ran seeds 0..n-1; with no other
+    rows' runs to tell, past every seed the targets have (the null row then reads none)."""
+    seeds = {r.seed for c in cells if c.row.id not in targets and not c.row.null_row for r in c.completed}
+    if not seeds:
+        seeds = {r.seed for c in cells if c.row.id in targets for r in c.records}
+    return max(seeds) + 1 if seeds else 0
+
+
+def _with_null_rows(table: Table, store: Store, cells: list[CellRuns]) -> list[CellRuns]:
+    """Split the seeds of each null row's target: the target keeps 0..n-1, the null row reads n..2n-1."""
+    nulls = [r for r in table.rows if getattr(r, "null_row", False) and not r.unavailable]
+    if not nulls:
+        return cells
+    targets = {r.compare_with or table.reference for r in nulls}
+    snap = store if isinstance(store, _Snapshot) else _Snapshot(store)
+    offset = snap.null_offset if snap.null_offset is not None else _null_offset(table, cells, targets)
+    later = _records_by_hash(snap.null_records())
+    out = []
+    for c in cells:
+        if c.row.null_row:
+            records = tuple(r for r in later.get(c.config_hash, ()) if offset <= r.seed < 2 * offset)
+        elif c.row.id in targets:
+            records = tuple(r for r in c.records if r.seed < offset)
+        else:
+            records = c.records
+        out.append(CellRuns(c.row, c.dataset, c.config_hash, records))
+    return out
 
 
 def table_cells(table: Table, store: Store, profile: str = "paper", datasets=None,
@@ -128,7 +171,7 @@ def table_cells(table: Table, store: Store, profile: str = "paper", datasets=Non
     part of the config, so of the hash). Rows whose model is not registered
     have no cells.
     """
-    by_hash = _records_by_hash(store)
+    by_hash = _records_by_hash(store.records())
     cells = []
     for row in table.rows:
         if row.unavailable:
@@ -136,4 +179,4 @@ def table_cells(table: Table, store: Store, profile: str = "paper", datasets=Non
         for dataset in datasets or row.default_datasets(profile):
             h = row.run_config(dataset, profile, overrides).hash
             cells.append(CellRuns(row, dataset, h, tuple(by_hash.get(h, ()))))
-    return cells
+    return _with_null_rows(table, store, cells)

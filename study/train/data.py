@@ -67,7 +67,8 @@ def build_run_data(config: RunConfig, seed: int, roots: dict[str, str] | None = 
     split, holdout, split_info = _partition(config, seed, cache)
     fit_ids = holdout.fit if holdout is not None else split.train
     transforms = TransformConfig(normalization=d.normalization, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation,
-                                 rotation_frame=d.rotation_frame, mask_targets=d.mask_targets)
+                                 rotation_frame=d.rotation_frame, mask_targets=d.mask_targets,
+                                 normalize_frame=d.normalize_frame)
     norm = compute_norm_stats(cache.images(), cache.indices(fit_ids)) if d.normalization == "official" else None
     evaluation = transforms.for_evaluation()
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from study.config import RunConfig
@@ -35,6 +34,7 @@ from study.store.runs import Store
 from study.train.confusion import confusion_counts
 from study.train.data import RunData
 from study.train.engine import make_optimizer, prepare_batch, prepare_model
+from study.train.losses import bce as bce_term
 from study.train.objective import Objective
 
 EVAL_BATCH = 16
@@ -73,15 +73,15 @@ def _eval_batches(dataset, device: str):
     return ((images.to(device), masks.to(device)) for images, masks in make_loader(dataset, EVAL_BATCH, False))
 
 
-def per_image_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def per_image_loss(logits: torch.Tensor, masks: torch.Tensor, bce_input: str = "logits") -> torch.Tensor:
     """(B,) BCE + Dice of each image alone, as ``bce_dice_loss`` on a batch of one."""
-    bce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none").flatten(1).mean(1)
+    bce = bce_term(logits, masks, bce_input, reduction="none").flatten(1).mean(1)
     p, t = torch.sigmoid(logits).flatten(1), masks.flatten(1)
     dice = (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
     return bce + (1 - dice)
 
 
-def evaluate(model, dataset, device: str = "cpu", on_batch=None) -> tuple[float, np.ndarray]:
+def evaluate(model, dataset, device: str = "cpu", on_batch=None, bce_input: str = "logits") -> tuple[float, np.ndarray]:
     """(mean per-image BCE + Dice loss, per-image TP/FP/FN/TN counts) on ``dataset``.
 
     ``dataset``: a ResidentSplit (the batched pipeline) or a SegmentationDataset (per sample).
@@ -96,7 +96,7 @@ def evaluate(model, dataset, device: str = "cpu", on_batch=None) -> tuple[float,
     with torch.inference_mode():
         for images, masks in _eval_batches(dataset, device):
             logits = model.forward_logits(prepare_batch(images, model))
-            losses.append(per_image_loss(logits, masks))
+            losses.append(per_image_loss(logits, masks, bce_input))
             probs = torch.sigmoid(logits)
             counts.append(confusion_counts(probs, masks))
             if on_batch is not None:
@@ -133,7 +133,8 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.t_max, eta_min=t.eta_min)
         if teacher is not None:
             teacher = prepare_model(teacher, t.engine, device)
-        return cls(config, key, store, data, model, optimizer, scheduler, Objective(config.distill, teacher), device)
+        objective = Objective(config.distill, teacher, t.bce_input)
+        return cls(config, key, store, data, model, optimizer, scheduler, objective, device)
 
     def split(self, dataset):
         """The dataset as the configured pipeline serves it (resident splits are made once)."""
@@ -246,7 +247,8 @@ class Trainer:
         elif self.data.selection is None:
             return
         else:
-            loss, counts = evaluate(self.model, self.split(self.data.selection), self.device)
+            loss, counts = evaluate(self.model, self.split(self.data.selection), self.device,
+                                   bce_input=self.config.train.bce_input)
             entry["selection_loss"] = loss
             entry["selection_dsc"] = PooledMetrics.from_counts(counts).as_dict()["dsc"]
         if loss < self.best["loss"]:

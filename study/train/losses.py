@@ -1,8 +1,12 @@
 """The segmentation loss and the distillation terms of Section 3.6.
 
 All functions take logits (B, 1, H, W) where the paper writes probabilities:
-probabilities are sigmoid(logits), and BCE from logits is the numerically
-stable form of the official nn.BCELoss on sigmoid outputs.
+probabilities are sigmoid(logits). The BCE term is BCE with logits by default.
+The release's nn.BCELoss on sigmoid outputs is not the same function in
+float32: PyTorch clamps its log at -100, and once a pixel's sigmoid rounds to 1
+(a logit past about 16.6) its loss is constant and its gradient zero, where BCE
+with logits keeps a gradient at any logit. ``train.bce_input = "probabilities"``
+selects the release's form (paper/differences.toml, bce-input).
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> 
     return 1 - score.mean()
 
 
-def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def bce(logits: torch.Tensor, target: torch.Tensor, bce_input: str = "logits", reduction: str = "mean"):
+    """The BCE term: with logits, or (``"probabilities"``) nn.BCELoss on sigmoid outputs, clamp included."""
+    if bce_input == "probabilities":
+        return F.binary_cross_entropy(torch.sigmoid(logits), target, reduction=reduction)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, bce_input: str = "logits") -> torch.Tensor:
     """Eq. 18: BCE + Dice, weights 1 and 1."""
-    return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(torch.sigmoid(logits), target)
+    return bce(logits, target, bce_input) + dice_loss(torch.sigmoid(logits), target)
 
 
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,9 @@ class Objective:
     computed here under no_grad on the same (augmented) batch.
     """
 
-    def __init__(self, distill: DistillConfig, teacher: nn.Module | None = None):
+    def __init__(self, distill: DistillConfig, teacher: nn.Module | None = None, bce_input: str = "logits"):
         self.distill = distill
+        self.bce_input = bce_input
         self.teacher = teacher
         if distill.enabled and teacher is None:
             raise ValueError("distillation needs a teacher")
@@ -35,7 +36,7 @@ class Objective:
 
     def __call__(self, logits: torch.Tensor, images: torch.Tensor, masks: torch.Tensor):
         d = self.distill
-        hard = bce_dice_loss(logits, masks)
+        hard = bce_dice_loss(logits, masks, self.bce_input)
         if not d.enabled:
             return hard, {"hard": hard.detach()}
         with torch.no_grad():

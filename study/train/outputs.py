@@ -48,7 +48,7 @@ class _Originals:
 
 
 def evaluate_split(model, dataset, device: str, store: Store, key: RunKey, split: str,
-                   keep_predictions: bool, served=None) -> SplitResult:
+                   keep_predictions: bool, served=None, bce_input: str = "logits") -> SplitResult:
     """Score ``dataset`` (served as ``served``, e.g. its resident split, when given) and write its files."""
     from study import challenge as ch
 
@@ -65,7 +65,7 @@ def evaluate_split(model, dataset, device: str, store: Store, key: RunKey, split
                 truth = ch.read_truth_mask(mask_path)
                 challenge_counts.append(ch.image_counts(ch.upsample_prediction(prob, size), truth))
 
-    loss, counts = evaluate(model, dataset if served is None else served, device, on_batch)
+    loss, counts = evaluate(model, dataset if served is None else served, device, on_batch, bce_input)
     atomic_write_bytes(store.per_image_path(key, split), counts_csv(dataset.ids, counts))
     metrics = PooledMetrics.from_counts(counts)
     result = SplitResult(Counts(metrics.tp, metrics.fp, metrics.fn, metrics.tn, len(counts)),

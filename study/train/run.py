@@ -340,7 +340,8 @@ def _finish(ctx: RunContext, trainer: Trainer, record: dict, started: float) -> 
     for split, dataset in splits.items():
         ctx.check_lease()
         results[split] = evaluate_split(trainer.model, dataset, trainer.device, store, key, split,
-                                        keep_predictions=split == "test", served=trainer.split(dataset))
+                                        keep_predictions=split == "test", served=trainer.split(dataset),
+                                        bce_input=trainer.config.train.bce_input)
     record["test"] = results["test"].scores
     record["external"] = {s: r.scores for s, r in results.items() if s != "test"}
     record["challenge"] = {s: r.challenge for s, r in results.items() if r.challenge is not None}
