@@ -296,7 +296,70 @@ def test_a_cached_library_that_does_not_load_is_built_again(native, monkeypatch,
     monkeypatch.setenv("STUDY_KERNEL_CACHE", str(tmp_path))
     lib, again = build.build_and_load()
     assert again == path and lib.scan_forward is not None
-    assert [p.name for p in tmp_path.glob("*.unloadable-*")] == [f"{path.name}.unloadable-{os.getpid()}"]
+    assert [p.name for p in tmp_path.glob("*.unverified-*")] == [f"{path.name}.unverified-{os.getpid()}"]
+    assert build.verified(path) == (True, "")
+
+
+def _plant(path: Path, content: bytes) -> None:
+    """What a node crash or a labmate leaves under the cached name (a new file: never the mapped one)."""
+    planted = path.with_name("planted")
+    planted.write_bytes(content)
+    planted.chmod(0o755)
+    os.replace(planted, path)
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory):
+    """A kernel cache holding one good build (library and digest), made by another process."""
+    import subprocess
+    import sys
+
+    cache = tmp_path_factory.mktemp("kernel-cache")
+    env = {**os.environ, "STUDY_KERNEL_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", "from study import kernels; print(kernels.status())"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if "native CPU kernels" not in done.stdout:
+        _missing(f"the C kernels do not build here: {done.stdout} {done.stderr[-500:]}")
+    return cache
+
+
+@pytest.mark.parametrize("kind", ["truncated", "elf-garbage", "foreign"])
+def test_a_planted_library_is_set_aside_and_rebuilt_never_loaded(built_cache, tmp_path, kind):
+    """A truncated library killed every process with SIGBUS inside dlopen; ELF magic with random bytes
+    silently fell back; a valid foreign library gave a raw AttributeError. Each is now caught by its digest
+    before dlopen, set aside, rebuilt and said once; `study env` runs through."""
+    import shutil
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    shutil.copytree(built_cache, cache, ignore=shutil.ignore_patterns(".build.lock"))
+    cache.chmod(0o700)
+    (path,) = cache.glob("study-kernels-*.so")
+    good = path.read_bytes()
+    if kind == "truncated":
+        content = good[: len(good) // 3]
+    elif kind == "elf-garbage":
+        content = b"\x7fELF" + os.urandom(len(good) - 4)
+    else:
+        source = tmp_path / "foreign.c"
+        source.write_text("int foreign(void) { return 1; }\n")
+        subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-o", str(tmp_path / "foreign.so"), str(source)],
+                       check=True, timeout=60)
+        content = (tmp_path / "foreign.so").read_bytes()
+    _plant(path, content)
+    assert not build.verified(path)[0]
+    env = {**os.environ, "STUDY_KERNEL_CACHE": str(cache)}
+    runs = [subprocess.run([sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=300)
+            for command in ("from study import kernels; print(kernels.status())",
+                            "import sys; from study.cli import main; sys.exit(main(['env']))")]
+    for done in runs:
+        assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+        assert "native CPU kernels" in done.stdout, done.stdout[-2000:]
+    assert "set aside" in runs[0].stderr and "set aside" not in runs[1].stderr  # repaired once, said once
+    assert build.verified(path) == (True, "")
+    aside = list(cache.glob("*.unverified-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == content  # kept for a look, never loaded
 
 
 def _fake_cc(tmp_path, body: str) -> str:
@@ -307,8 +370,9 @@ def _fake_cc(tmp_path, body: str) -> str:
 
 
 def test_a_hung_compiler_is_given_up_on_quickly(monkeypatch, tmp_path):
-    log = tmp_path / "calls"
-    cc = _fake_cc(tmp_path, f'echo "$@" >> {log}\nif [ "$1" = --version ]; then echo fake 1.0; exit 0; fi\nsleep 60')
+    log, children = tmp_path / "calls", tmp_path / "children"
+    cc = _fake_cc(tmp_path, f'echo "$@" >> {log}\nif [ "$1" = --version ]; then echo fake 1.0; exit 0; fi\n'
+                            f'sleep 60 &\necho $! >> {children}\nwait')
     monkeypatch.setenv("CC", cc)
     monkeypatch.setenv("STUDY_KERNEL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(build, "COMPILE_TIMEOUT_S", 1)
@@ -316,6 +380,16 @@ def test_a_hung_compiler_is_given_up_on_quickly(monkeypatch, tmp_path):
         build.build_and_load()
     compiles = [line for line in log.read_text().splitlines() if "--version" not in line]
     assert len(compiles) == 1  # the other variants are not tried with a hung compiler
+    (child,) = [int(pid) for pid in children.read_text().split()]
+    assert not _alive(child)  # the compiler's whole process group was killed, its children too
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _build_in_worker(cache: str, cc: str, out):

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 
+from study.kernels import build as _build
 from study.kernels.build import BuildFailed, build_and_load, openmp_runtimes
 from study.settings import current
 
@@ -72,6 +73,9 @@ def library():
                     fn = getattr(lib, name)  # AttributeError: a kernel renamed on one side only
                     fn.argtypes, fn.restype = args, ctypes.c_int
                 _state.update(lib=lib, path=path, runtimes=openmp_runtimes())
+            for note in _build.repairs:  # a cached library that failed its check, rebuilt: said once
+                print(f"warning: the C kernels' cache: {note}", file=sys.stderr, flush=True)
+            _build.repairs.clear()
             if "reason" in _state:
                 # Said once per process; every run records it too (kernels.cpu in record.json).
                 print(f"warning: the C kernels are not used ({_state['reason'].splitlines()[0]}); the PyTorch "

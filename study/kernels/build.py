@@ -5,9 +5,15 @@ sources and loaded with ctypes; nothing else is ever compiled or loaded. Its
 file name is a digest of the sources, the flags, the compiler's version and
 this CPU's features, so a cache shared by cluster nodes with different CPUs
 (or a changed source) gets a new build, never a wrong one. Builds write to a
-temporary file and rename it into place, so processes starting together
-never load half a file. A library file (or its folder) not owned by this user,
-or writable by others, is refused rather than loaded.
+temporary file, flush it to disk, record its sha256 beside it
+(``<library>.sha256``) and rename it into place, so processes starting
+together never load half a file. A cached library is loaded only when its
+bytes match that digest: a truncated file (a node that died after a build)
+would kill the process with SIGBUS inside dlopen, and a foreign or garbage
+file would load the wrong code; either is set aside and built again. A
+library file (or its folder) not owned by this user, or writable by others,
+is refused rather than loaded. The compiler runs in its own process group,
+killed whole at the time limit.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import hashlib
 import os
 import platform
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -119,20 +126,75 @@ def _check_private(path: Path) -> None:
                               f"{path.name} (remove it, or point STUDY_KERNEL_CACHE at a private folder)")
 
 
+def _digest_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file, on disk before the rename."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _run_compiler(command: list[str]) -> subprocess.CompletedProcess:
+    """The compiler in its own process group: at the time limit the whole group (cc1, as, ld) is killed."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=COMPILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise CompilerHung(f"{' '.join(command)} did not finish in {COMPILE_TIMEOUT_S} s") from None
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def _compile(cc: str, arch: tuple[str, ...], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         command = [cc, *FLAGS, *arch, "-I", str(HERE), "-o", tmp, *(str(HERE / s) for s in SOURCES), "-lm"]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise CompilerHung(f"{' '.join(command)} did not finish in {COMPILE_TIMEOUT_S} s") from None
+        done = _run_compiler(command)
         if done.returncode != 0:
             raise BuildFailed(f"{' '.join(command)} failed:\n{done.stderr.strip()[-2000:]}")
         os.chmod(tmp, 0o755)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        # The digest first: a library in place is never without the record of its bytes.
+        _write_synced(_digest_file(target), _sha256(Path(tmp)).encode() + b"\n")
         os.replace(tmp, target)
+        _sync_folder(target.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -166,39 +228,62 @@ def _build_lock(folder: Path):
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _is_library_file(path: Path) -> bool:
-    """A shared library at all (an ELF header), as opposed to a torn or garbage file."""
+def verified(target: Path) -> tuple[bool, str]:
+    """Whether ``target`` is the library this cache built: its bytes match the digest written beside
+    it at the build. (False, why) for a missing digest, a truncated, garbage or foreign file."""
+    digest = _digest_file(target)
     try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"\x7fELF"
-    except OSError:
-        return False
+        expected = digest.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return False, f"no digest ({digest.name}) records its build"
+    try:
+        actual = _sha256(target)
+    except OSError as e:
+        return False, f"unreadable ({e})"
+    if actual != expected:
+        return False, f"its bytes do not match {digest.name} (truncated, overwritten or foreign)"
+    return True, ""
+
+
+def _set_aside(target: Path, why: str, notes: list[str]) -> None:
+    aside = target.with_name(f"{target.name}.unverified-{os.getpid()}")
+    os.replace(target, aside)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_digest_file(target))
+    notes.append(f"{target}: {why}; set aside as {aside.name} and built again")
 
 
 def _load(target: Path) -> ctypes.CDLL:
     _check_private(target)  # a file someone else could have written is never loaded
+    _check_private(_digest_file(target))
     return ctypes.CDLL(str(target))
+
+
+# What build_and_load found and repaired in this process, said once (study.kernels prints it).
+repairs: list[str] = []
 
 
 def build_and_load() -> tuple[ctypes.CDLL, Path]:
     """The loaded library and its file, building it first when the cache has none. A cached file
-    that does not load (torn, truncated, garbage) is set aside and built again."""
+    that fails its digest (torn, truncated, garbage, foreign) is set aside and built again; one
+    that then does not load tries the next variant."""
     cc = _compiler()
     failures = []
     for arch in VARIANTS:  # the next variant only when this one does not compile or load
         try:
             target = cache_dir() / f"study-kernels-{_digest(cc, arch)}.so"
-            if target.exists() and _is_library_file(target):
+            if target.exists() and verified(target)[0]:
                 try:
                     return _load(target), target  # the usual case: built before, no lock needed
                 except OSError as e:  # a library that does not load here (noexec, missing libgomp):
                     failures.append(f"{target}: {e}")  # the file is fine, another variant may load
                     continue
             with _build_lock(target.parent):
-                if target.exists() and not _is_library_file(target):  # torn or garbage: keep it, build afresh
-                    aside = target.with_name(f"{target.name}.unloadable-{os.getpid()}")
-                    os.replace(target, aside)
-                    failures.append(f"{target}: not a shared library; set aside as {aside.name} and built again")
+                if target.exists():
+                    ok, why = verified(target)
+                    if not ok:
+                        _check_private(target)  # never move a file we should not have touched either
+                        _set_aside(target, why, repairs)
                 if not target.exists():
                     _compile(cc, arch, target)
                 try:
