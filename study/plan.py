@@ -131,6 +131,8 @@ def _expand_rows(rows: list[Row], seeds: list[int], datasets, profile: str, over
 def make_plan(planned: list[RunSpec], store: Store) -> Plan:
     plan = Plan([], [], [])
     for run in planned:
+        store.require_folder(run.key)  # a linked run folder: one line, before anything is trained or moved
+    for run in planned:
         record = store.load(run.key)
         if record is not None and record.completed:
             plan.done.append(run)

@@ -370,7 +370,7 @@ def test_failed_job_keeps_its_stderr_for_status(slurm_cluster, tmp_path):
     (record,) = wait_until_finished(store_root, [p.stem for p in (store_root / "slurm" / "jobs").glob("*.json")],
                                     timeout=300).values()
     assert record["status"] == "failed" and "non-finite loss" in record["reason"]
-    tail = stderr_tail(Store(store_root).load(RunKey.from_id(record["run_id"])), lines=40)
+    tail = stderr_tail(Store(store_root).load(RunKey.from_id(record["run_id"])), Store(store_root), lines=40)
     assert tail and "RunFailed: non-finite loss" in tail
 
 

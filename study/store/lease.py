@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.store.atomic import atomic_write_json
+from study.store.files import UnsafeFile, open_regular
 
 LEASE_ENV = "STUDY_LOCK_LEASE_S"
 DEFAULT_LEASE_S = 300.0
@@ -109,6 +110,9 @@ class Holder:
         return f"host {self.host}, pid {self.pid}, last heartbeat {max(0.0, self.age_s):.0f} s ago{clock}"
 
 
+LEASE_LIMIT = 4096  # a lease is one line of JSON
+
+
 class RunLease:
     def __init__(self, run_dir: Path, lease_s: float | None = None):
         self.dir = Path(run_dir)
@@ -143,11 +147,15 @@ class RunLease:
         path = self._path(generation)
         clock, on_store = now or self._now()
         try:
-            with open(path, "rb") as fh:  # open first: NFS revalidates its cached attributes on open
+            # open first: NFS revalidates its cached attributes on open; a regular file only, never
+            # through a link (a FIFO would block, /dev/zero would never end)
+            with os.fdopen(open_regular(path, LEASE_LIMIT), "rb") as fh:
                 age = clock - os.fstat(fh.fileno()).st_mtime
-                text = fh.read()
+                text = fh.read(LEASE_LIMIT)
         except FileNotFoundError:
             return None
+        except UnsafeFile:  # not a lease this harness wrote: it holds nothing
+            return Holder(generation, None, None, None, float("inf"), False, on_store)
         except OSError:
             return Holder(generation, None, None, None, 0.0, True, on_store)
         try:

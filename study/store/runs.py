@@ -33,6 +33,7 @@ from typing import Iterator
 from study.errors import StudyError
 from study.settings import current
 from study.store.atomic import atomic_write_json
+from study.store.files import FILE_LIMIT, UnsafeFile, open_regular, read_regular
 from study.store.per_image import parse_counts
 from study.store.record import FileDigest, RecordError, RunKey, RunRecord, Status
 
@@ -41,9 +42,10 @@ ASIDE_MARK = ".damaged-"
 
 
 def file_digest(path: Path) -> FileDigest:
+    """sha256 and size of a regular file, never through a link (UnsafeFile otherwise)."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path, FILE_LIMIT), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
             size += len(chunk)
@@ -64,6 +66,12 @@ class Store:
 
     def run_dir(self, key: RunKey) -> Path:
         return self.runs_dir / key.id
+
+    @property
+    def log_folders(self) -> tuple[Path, Path]:
+        """Where the launchers keep job logs: submitit's (``slurm/``) and plain sbatch scripts' by default
+        (``sbatch/``). A log named anywhere else is not opened by the store's readers."""
+        return self.root / "slurm", self.root / "sbatch"
 
     def bench_path(self, device: str) -> Path:
         """``study bench --record``'s figures for one device kind (cpu, cuda), read by cost estimates."""
@@ -102,15 +110,31 @@ class Store:
     def predictions_path(self, key: RunKey, split: str = "test") -> Path:
         return self.run_dir(key) / predictions_name(split)
 
+    def linked(self, key: RunKey) -> bool:
+        """The run's folder is a symbolic link: never followed, never trained into or moved from."""
+        return self.run_dir(key).is_symlink()
+
+    def require_folder(self, key: RunKey) -> None:
+        """One line, before anything is read or written, for a run folder that is a link."""
+        if self.linked(key):
+            raise StudyError(f"{self.run_dir(key)}: a symbolic link, not a folder of the store; refusing to "
+                             "follow it (remove the link, or move the folder it points to into the store)")
+
     # -- records
     def load(self, key: RunKey, *, verify: bool = True) -> RunRecord | None:
         """The run's record, or None if it has none. A record that does not parse, or a completed
-        one whose files do not match it, comes back with status ``damaged`` and the reason."""
+        one whose files do not match it, comes back with status ``damaged`` and the reason; so does a
+        run folder that is a link or a record that is no regular file (never followed or read)."""
         path = self.record_path(key)
+        if self.linked(key):
+            return RunRecord.damaged(key, f"{self.run_dir(key)}: a symbolic link, not a folder of the store "
+                                          "(not followed)")
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
         except FileNotFoundError:
             return None
+        except UnsafeFile as exc:
+            return RunRecord.damaged(key, str(exc))
         except OSError as exc:
             return RunRecord.damaged(key, f"{path}: cannot read ({exc.strerror or exc})")
         try:
@@ -143,12 +167,12 @@ class Store:
                 yield record
 
     def strays(self) -> list[Path]:
-        """Entries of ``runs/`` that are neither a run folder nor a set-aside damaged run."""
+        """Entries of ``runs/`` that are neither a run folder nor a set-aside damaged run (links included)."""
         return [p for p in self._entries()
-                if not (p.is_dir() and (RunKey.is_id(p.name) or self._is_aside(p.name)))]
+                if p.is_symlink() or not (p.is_dir() and (RunKey.is_id(p.name) or self._is_aside(p.name)))]
 
     def set_aside_dirs(self) -> list[Path]:
-        return [p for p in self._entries() if p.is_dir() and self._is_aside(p.name)]
+        return [p for p in self._entries() if p.is_dir() and not p.is_symlink() and self._is_aside(p.name)]
 
     def _entries(self) -> list[Path]:
         try:
@@ -172,11 +196,12 @@ class Store:
     def per_image(self, record: RunRecord, split: str):
         """(ids, counts) of a verified completed run's split; the counts are those its record vouches for."""
         path = self.per_image_path(record.key, split)
-        return parse_counts(path.read_bytes(), str(path))
+        return parse_counts(read_regular(path), str(path))
 
     def set_aside(self, key: RunKey, keep=lambda name: False) -> Path:
         """Move a damaged run's files (all but those ``keep`` names) to ``runs/<id>.damaged-<time>/``:
         never deleted, so a person can look at what went wrong."""
+        self.require_folder(key)  # never move a linked folder's files (someone else's) into the store
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = self.runs_dir / f"{key.id}{ASIDE_MARK}{stamp}-{os.getpid()}"
         aside.mkdir(parents=True)
@@ -217,6 +242,8 @@ def integrity_problem(store: Store, record: RunRecord) -> str | None:
             actual = _cached_digest(path)
         except FileNotFoundError:
             return f"{name} is missing"
+        except UnsafeFile as exc:
+            return str(exc)
         except OSError as exc:
             return f"{name} cannot be read ({exc.strerror or exc})"
         if actual.size != expected.size:
@@ -248,7 +275,7 @@ def _challenge_problem(store: Store, record: RunRecord) -> str | None:
             return f"the record has challenge scores for {split} but vouches for no {name}"
         path = store.challenge_path(record.key, split)
         try:
-            _, counts = parse_counts(path.read_bytes(), str(path))
+            _, counts = parse_counts(read_regular(path), str(path))
             derived = challenge_scores(counts)
         except (StudyError, ValueError) as exc:
             return str(exc)
@@ -264,7 +291,7 @@ _DIGESTS: dict[tuple, FileDigest] = {}
 
 
 def _cached_digest(path: Path) -> FileDigest:
-    st = os.stat(path)  # FileNotFoundError for a missing file
+    st = os.lstat(path)  # FileNotFoundError for a missing file; a link is refused by file_digest
     key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         _DIGESTS[key] = file_digest(path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from study.errors import StudyError
+from study.store.files import inside, printable, tail_regular
 from study.store.index import table_cells
 from study.store.lease import RunLease
 from study.store.record import MISSING, QUEUED, RunKey, RunRecord, Status
@@ -25,16 +28,18 @@ def run_state(record: RunRecord | None, store: Store) -> str:
     return Status.RUNNING.value if holder is not None else Status.INTERRUPTED.value
 
 
-def stderr_tail(record: RunRecord, lines: int = 8) -> str | None:
-    """The last lines of a cluster job's stderr log, when the launcher recorded its path."""
+def stderr_tail(record: RunRecord, store: Store, lines: int = 8) -> str | None:
+    """The last lines of a cluster job's stderr log, when the launcher recorded its path: only a regular
+    file in the store's own log folders (``Store.log_folders``), its last 64 KB, control characters escaped.
+    Whatever else a record names is not opened."""
     path = record.launcher.get("stderr_path")
-    if not path:
+    if not isinstance(path, str) or not path or not any(inside(Path(path), f) for f in store.log_folders):
         return None
     try:
-        text = open(path, errors="replace").read()
-    except OSError:
+        text = tail_regular(Path(path)).decode("utf-8", errors="replace")
+    except (OSError, StudyError):
         return None
-    return "\n".join(text.strip().splitlines()[-lines:]) or None
+    return printable("\n".join(text.strip().splitlines()[-lines:])) or None
 
 
 @dataclass
@@ -68,7 +73,7 @@ def table_status(table: Table, store: Store, seeds: list[int], profile: str = "p
             st.counts[state] = st.counts.get(state, 0) + 1
             if state in (Status.FAILED.value, Status.DAMAGED.value):
                 st.failures.append(f"seed {seed} {state}: {record.reason}")
-                tail = stderr_tail(record) if state == Status.FAILED.value else None
+                tail = stderr_tail(record, store) if state == Status.FAILED.value else None
                 if tail:
                     st.failures.append("    " + tail.strip().replace("\n", "\n    "))
             job = (record.launcher if record else {}).get("job_id")

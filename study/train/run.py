@@ -117,6 +117,7 @@ def train_spec(
     existing = store.load(key)
     if existing is not None and existing.completed:
         return existing
+    store.require_folder(key)
     run_dir = store.run_dir(key)
     fresh = not run_dir.exists()
     lease = RunLease(run_dir)
