@@ -9,8 +9,9 @@ from PIL import Image
 
 from study.report.build import build_report, compile_pdf
 from study.report.collect import collect_table
-from study.report.compare import DIFFERS, NO_RUNS, ONE_RUN, OUTSIDE, compare_table
+from study.report.compare import DOCUMENTED, NO_RUNS, ONE_RUN, OUTSIDE, compare_table
 from study.report.compare import render_markdown as compare_markdown
+from study.report.counting import fill_counted
 from study.report.synthetic import demo_store, write_run
 from study.store.runs import Store
 from study.variants import load_tables
@@ -71,15 +72,20 @@ def test_comparison_flags(tmp_path):
         write_run(store, ours, "isic2017", seed, "paper", dsc=dsc)
     for seed, dsc in enumerate((0.8000, 0.8010, 0.8020)):  # far below the paper's 88.05 / 78.65
         write_run(store, table.row("t3-single-direction"), "isic2017", seed, "paper", dsc=dsc)
-    write_run(store, table.row("t3-unshared"), "isic2017", 0, "paper", dsc=0.88, params=37_000)
+    write_run(store, table.row("t3-unshared"), "isic2017", 0, "paper", dsc=0.88, params=1)  # an edited count
+    write_run(store, table.row("t3-2dw-2mamba"), "isic2017", 0, "paper", dsc=0.88)
     td = collect_table(table, store, "paper")
+    fill_counted([td])  # every row's Params and FLOPs from its model, never from a record
     cells = {(c.row_id, c.column.our_key): c for c in compare_table(td)}
     assert cells[("t3-ours", "isic2017_dsc")].flag == ""
     assert cells[("t3-ours", "isic2017_dsc")].diff == pytest.approx(0.02)
     assert cells[("t3-single-direction", "isic2017_iou")].flag == OUTSIDE
     assert cells[("t3-ours", "params_m")].flag == "" and cells[("t3-ours", "flops_g")].flag == ""
     assert cells[("t3-unshared", "isic2017_dsc")].flag == ONE_RUN
-    assert cells[("t3-unshared", "params_m")].flag == DIFFERS  # 0.037 vs the paper's 0.043
+    # The record's edited count (1) never reaches a table: its model counts 43,286, the paper's 0.043.
+    assert cells[("t3-unshared", "params_m")].ours.mean == pytest.approx(0.043286)
+    assert cells[("t3-unshared", "params_m")].flag == ""
+    assert cells[("t3-2dw-2mamba", "params_m")].flag == DOCUMENTED  # 36,838 against the printed 0.043
     assert cells[("t3-1dw-3mamba", "isic2017_dsc")].flag == NO_RUNS
     md = compare_markdown([td])
     line = next(line for line in md.splitlines() if line.startswith("| Single-Direction Mamba | ISIC 2017 IoU"))

@@ -128,10 +128,11 @@ def test_counted_cells_are_marked_beside_measured_ones(tmp_path):
     latex = render_latex(td)
     single = next(line for line in latex.splitlines() if line.startswith("Single-Direction Mamba &"))
     unshared = next(line for line in latex.splitlines() if line.startswith("Bi-Mamba (Unshared Weights) &"))
-    assert "0.034 &" in single and "$^*$" not in single  # from its runs
+    counted = fake_counter(TABLES["table3"].row("t3-single-direction"))[0] / 1e6
+    assert f"& {counted:.3f} &" in single and "$^*$" not in single  # counted from its model, unmarked: it has runs
     assert "$^*$" in unshared  # counted
     caption = " ".join(caption_sentences(td))
-    assert "measured on the runs; *: counted from the row's model (no completed run)" in caption
+    assert "counted from each row's model, as its runs count it; *: a row without a completed run" in caption
 
 
 def test_counts_are_cached_and_recounted_when_the_code_changes(tmp_path, monkeypatch):
@@ -194,7 +195,8 @@ def test_only_tables_with_runs_in_full_and_one_complexity_table(smoke_store, tmp
     assert {"U-Net", "w/o", "Full Strategy (Ours)", "UltraLBM-UNet-T (Ours)"} <= names
     for line in lines:  # every row of every table: counted (*) where it has no run, beside the paper's value
         assert "–" not in line.split(" | ")[2], line
-    assert "| 3 | DWConv + 2 Bi-Mamba + Identity (Ours) | 0.034 |" in complexity  # from its runs: no *
+    ours = next(line for line in lines if line.startswith("| 3 | DWConv + 2 Bi-Mamba + Identity (Ours) |")).split(" | ")
+    assert ours[2] != "–" and not ours[2].endswith("*")  # a row with runs: counted from its model, no *
     t7 = next(line for line in lines if line.startswith("| 7 | w/o Distill |")).split(" | ")
     assert t7[2].endswith("*") and t7[3] == "0.011" and t7[5] == "0.019"  # counted (fake counts here), the paper's
     assert "\\input{complexity}" in (out / "report.tex").read_text()
@@ -215,6 +217,7 @@ def test_a_smoke_table1_caption_names_both_datasets(tmp_path):
 
 def test_smoke_runs_are_not_comparable_and_the_comparison_is_short(smoke_store, tmp_path):
     tables = collect_tables(list(TABLES.values()), smoke_store)
+    fill_counted(tables)
     lines = [line for line in csv.DictReader(io.StringIO(compare_csv(tables))) if line["table"] == "table3"]
     metrics = [line for line in lines if line["column"].endswith(("_iou", "_dsc"))]
     assert len(metrics) == 16 and {line["flag"] for line in metrics} == {f"{NOT_COMPARABLE} (synthetic)"}
@@ -226,11 +229,15 @@ def test_smoke_runs_are_not_comparable_and_the_comparison_is_short(smoke_store, 
     assert len(md.splitlines()) < 12
 
 
-def test_only_rows_with_runs_are_listed(tmp_path):
+def test_only_rows_with_runs_are_listed(tmp_path, monkeypatch):
+    monkeypatch.undo()  # the real counter: the paper's Params and FLOPs are compared with real counts
+    monkeypatch.setenv("STUDY_CACHE", str(tmp_path / "cache"))
     store = Store(tmp_path)
     for seed in range(3):
         write_run(store, TABLES["table3"].row("t3-ours"), "isic2017", seed, "paper", dsc=0.886 + 0.002 * seed)
-    md = compare_markdown([collect_table(TABLES["table3"], store, "paper")])
+    td = collect_table(TABLES["table3"], store, "paper")
+    fill_counted([td])
+    md = compare_markdown([td])
     table_lines = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Row")]
     assert len(table_lines) == 4  # IoU, DSC, Params, FLOPs of the one row with runs
     assert "4 of 32 cells have our runs; 0 flagged. No runs: “Single-Direction Mamba”, “Bi-Mamba (Unshared" in md

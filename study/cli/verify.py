@@ -16,6 +16,34 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def record_check():
+    """What a record must agree with beyond its files: its config hashes to its run id, and the Params and
+    MACs it records are its model's (counted once per model, cached with the report's counts)."""
+    import math
+
+    from study.config import RunConfig
+    from study.errors import StudyError
+    from study.report.counting import counted_config
+
+    def check(record) -> str | None:
+        try:
+            config = RunConfig.from_dict(record.config)
+        except (StudyError, TypeError, ValueError) as exc:
+            return f"field 'config': does not resolve with this code ({exc})"
+        if config.hash != record.config_hash:
+            return f"field 'config': hashes to {config.hash}, not to its run id's {record.config_hash}"
+        if not record.completed or (record.params is None and record.gmacs_thop is None):
+            return None
+        params, gmacs = counted_config(config)
+        if record.params is not None and record.params != params:
+            return f"field 'params': {record.params}, but its model counts {params}"
+        if record.gmacs_thop is not None and not math.isclose(record.gmacs_thop, gmacs, rel_tol=1e-9):
+            return f"field 'gmacs_thop': {record.gmacs_thop!r}, but its model counts {gmacs!r}"
+        return None
+
+    return check
+
+
 def run(args) -> int:
     import sys
 
@@ -29,7 +57,7 @@ def run(args) -> int:
         if tty:
             print(f"\rverified {i}/{n} runs", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
-    check = verify_store(store, progress)
+    check = verify_store(store, progress, record_check())
     print(f"store {store.root}")
     for run_id, why in check.damaged:
         print(f"damaged {run_id}: {why}")

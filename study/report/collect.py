@@ -235,7 +235,6 @@ def collect_table(table: Table, store: Store, profile: str = "auto", overrides: 
     by_id = {r.id: r for r in rows}
     problems: list[RunProblem] = []
     pooled: dict[tuple[str, str], list[tuple[float, str]]] = {}
-    complexity: dict[str, dict[str, list[float]]] = {}
     for c in cell_runs:
         data = by_id[c.row.id]
         # Every number from the pooled counts a (verified) record vouches for, never its summary fields.
@@ -251,11 +250,6 @@ def collect_table(table: Table, store: Store, profile: str = "auto", overrides: 
                     if metrics.get(m) is not None:
                         pooled.setdefault((c.row.id, f"{e}_{m}"), []).append(
                             (100 * metrics[m], f"{c.dataset}/s{r.seed}"))
-            per_row = complexity.setdefault(c.row.id, {"params_m": [], "flops_g": []})
-            if r.params is not None:
-                per_row["params_m"].append(r.params / 1e6)
-            if r.gmacs_thop is not None:
-                per_row["flops_g"].append(float(r.gmacs_thop))
         for r in c.records:
             if not r.completed:
                 state = run_state(r, store)  # a "running" record whose lease is dead was interrupted
@@ -268,10 +262,6 @@ def collect_table(table: Table, store: Store, profile: str = "auto", overrides: 
                 problems.append(RunProblem(c.row.id, c.row.name, c.dataset, r.seed, state, reason))
     for (row_id, key), values in pooled.items():
         by_id[row_id].cells[key] = Cell(tuple(v for v, _ in values), tuple(s for _, s in values))
-    for row_id, quantities in complexity.items():
-        for key, values in quantities.items():
-            if values:
-                by_id[row_id].cells[key] = Cell(tuple(values))
     return TableData(table, profile, datasets, external, _columns(table, datasets, external), rows,
                      problems, cell_runs, dict(overrides or {}))
 

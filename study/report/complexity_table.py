@@ -62,8 +62,9 @@ def complexity_lines(tables: list[TableData]) -> list[ComplexityLine]:
 
 
 HEADER = ["Table", "Model", "Params (M)", "paper", "FLOPs (G)", "paper", "vs paper"]
-CAPTION = ("Params and FLOPs of every variant, counted (thop MACs at 1×3×256×256, the paper's convention; * counted "
-           "from the model, otherwise a run's own count) beside the paper's printed values. “documented”: a printed "
+CAPTION = ("Params and FLOPs of every variant, counted from its model (thop MACs at 1×3×256×256, the paper's "
+           "convention; never a record's own figures; * a variant without a completed run) beside the paper's printed "
+           "values. “documented”: a printed "
            "value no reading of the architecture reproduces, with the reason in paper/differences.toml; “differs”: "
            "an undocumented mismatch.")
 

@@ -1,11 +1,12 @@
-"""Params and FLOPs of rows without runs, counted from the row's model: they need no training.
+"""Params and FLOPs of every row, counted from the row's model: they need no training.
 
-A run records its model's params and thop MACs (``params``, ``gmacs_thop``);
-a row without a completed run gets the same two numbers counted here, the same
-way (``study.complexity``: plain sum of numel, classic thop at 1×3×256×256
-with the Mamba internals invisible, the paper's convention). Such a cell is a
-``CountedCell``, so every table can say which numbers come from runs and which
-from counting.
+A run records its model's params and thop MACs (``params``, ``gmacs_thop``),
+but a record is a file anyone with write access can edit: the tables never
+print those. Every row's two numbers are counted here from its model config
+(``study.complexity``: plain sum of numel, classic thop at 1×3×256×256 with
+the Mamba internals invisible, the paper's convention), and ``study verify``
+holds each record's own values to the same count. A row without a completed
+run gets a ``CountedCell``, so every table can say which rows have runs.
 
 Counting a model at 256×256 takes a fraction of a second to a few seconds on
 a CPU, so the results are cached per model config in
@@ -37,9 +38,13 @@ class CountedCell(Cell):
 
 def model_key(row) -> str:
     """A stable key of the row's model: its architecture and resolved options."""
-    config = row.model_config()
+    return config_key(row.arch, row.model_config())
+
+
+def config_key(arch: str, config) -> str:
+    """A stable key of a model: its architecture and resolved options (a model config dataclass)."""
     options = asdict(config) if is_dataclass(config) else dict(vars(config))
-    text = json.dumps({"arch": row.arch, **options}, sort_keys=True, default=str)
+    text = json.dumps({"arch": arch, **options}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -55,15 +60,30 @@ def code_digest() -> str:
 
 def count_row(row) -> tuple[int, float]:
     """(params, GMACs) of ``row``'s model, counted as a run counts its own."""
+    return _count(row.build_model(), row.model_config())
+
+
+def _count(model, config) -> tuple[int, float]:
     import torch
 
     from study.complexity import count_params, macs_thop
 
-    model = row.build_model()
     model.eval()
-    in_channels = getattr(row.model_config(), "in_channels", 3)
+    in_channels = getattr(config, "in_channels", 3)
     with torch.no_grad():
         return count_params(model), macs_thop(model, COUNT_SIZE, in_channels) / 1e9
+
+
+def counted_config(run_config) -> tuple[int, float]:
+    """(params, GMACs) of a run config's model, from the cache or counted once and cached."""
+    path = cache_path()
+    models = _read_cache(path)
+    key = config_key(run_config.arch, run_config.model)
+    if key not in models:
+        models[key] = list(_count(run_config.build_model(), run_config.model))
+        _write_cache(path, models)
+    params, gmacs = models[key]
+    return int(params), float(gmacs)
 
 
 def cache_path() -> Path:
@@ -94,7 +114,8 @@ def _write_cache(path: Path, models: dict) -> None:
 
 
 def missing_rows(tables: list[TableData]):
-    """The rows of ``tables`` lacking a Params or FLOPs cell whose model can be built."""
+    """The rows of ``tables`` lacking a Params or FLOPs cell whose model can be built (every row, as
+    collected: the tables take no complexity figure from a record)."""
     return [(td, r) for td in tables for r in td.rows
             if not r.unavailable and not ("params_m" in r.cells and "flops_g" in r.cells)]
 
@@ -105,7 +126,7 @@ def fill_counted(
     progress: Callable[[str], None] | None = None,
     cache: bool = True,
 ) -> int:
-    """Give every row without a run's Params and FLOPs counted ones; returns how many models were counted anew.
+    """Give every row its Params and FLOPs counted from its model; returns how many models were counted anew.
 
     A model already counted (this report or an earlier one, same code) is
     taken from the cache; a model that fails to build or count keeps "–".
@@ -119,7 +140,7 @@ def fill_counted(
     keys = {id(r): model_key(r.row) for _, r in todo}
     new = {keys[id(r)]: r.row for _, r in todo if keys[id(r)] not in models}
     if new and progress:
-        progress(f"counting Params and FLOPs of {len(new)} model(s) without runs"
+        progress(f"counting Params and FLOPs of {len(new)} model(s)"
                  + (f" (once: cached in {path})" if path else ""))
     counted = 0
     for key, row in new.items():
@@ -133,12 +154,14 @@ def fill_counted(
         counted += 1
     if counted and path:
         _write_cache(path, models)
-    for _, r in todo:
+    for td, r in todo:
         value = models.get(keys[id(r)])
         if value is None:
             continue
-        r.cells.setdefault("params_m", CountedCell((value[0] / 1e6,)))
-        r.cells.setdefault("flops_g", CountedCell((float(value[1]),)))
+        ran = any(c.kind != "complexity" and c.key in r.cells for c in td.columns)
+        kind = Cell if ran else CountedCell  # the same count either way; the mark says which rows have runs
+        r.cells.setdefault("params_m", kind((value[0] / 1e6,)))
+        r.cells.setdefault("flops_g", kind((float(value[1]),)))
     return counted
 
 

@@ -52,8 +52,8 @@ def write_run(
     ids: list[str] | None = None,
     status: str = Status.COMPLETED.value,
     reason: str | None = None,
-    params: int = 34_166,
-    gmacs: float = 0.058675712,
+    params: int | None = None,
+    gmacs: float | None = None,
     external: dict[str, dict] | None = None,
 ) -> Path:
     """Write one run record (fractions, as the harness stores them) and return its folder.
@@ -61,6 +61,7 @@ def write_run(
     Give either pooled ``iou``/``dsc`` or per-image ``counts`` (then the pooled
     metrics are computed from them, as training does, and the counts written).
     ``external`` maps a dataset to its metrics dict, e.g. {"ph2": {"iou": .., "dsc": ..}}.
+    ``params`` and ``gmacs`` default to the model's own count (as a run records it).
     """
     config = row.run_config(dataset, profile)
     key = RunKey(config.hash, seed)
@@ -88,6 +89,11 @@ def write_run(
             pooled[name] = _write_split(store, key, name, ["pooled"], near)
             external_scores[name] = PooledMetrics.from_counts(near).as_dict()
         atomic_write_bytes(store.model_path(key), b"constructed run: no weights\n")
+        if params is None or gmacs is None:
+            from study.report.counting import counted_config
+
+            counted = counted_config(config)
+            params, gmacs = counted[0] if params is None else params, counted[1] if gmacs is None else gmacs
         record.update(test=test, external=external_scores, params=params, gmacs_thop=gmacs, wall_time_s=1.0,
                       selection={"mode": "paper", "split": "test", "epoch": config.train.epochs})
     typed = replace(RunRecord.from_json(record, "constructed record"), pooled=pooled)

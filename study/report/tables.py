@@ -163,13 +163,11 @@ def caption_sentences(td: TableData, markdown: bool = False, compact: bool = Fal
             out.append("A cell that holds a different number of runs says so (n=k).")
     counted = [r for r in td.rows if is_counted(r.cells.get("params_m")) or is_counted(r.cells.get("flops_g"))]
     from_runs = [r for r in td.rows if r.cells.get("params_m") is not None and r not in counted]
-    if counted and not from_runs:
+    if counted and from_runs:
+        out.append(f"{COMPLEXITY} counted from each row's model, as its runs count it; {COUNTED_MARK}: a row "
+                   "without a completed run.")
+    elif counted or from_runs:
         out.append(f"{COMPLEXITY} counted from each row's model.")
-    elif counted:
-        out.append(f"{COMPLEXITY} measured on the runs; {COUNTED_MARK}: counted from the row's model "
-                   "(no completed run).")
-    else:
-        out.append(f"{COMPLEXITY} measured on the runs.")
     out.append(MARK_RULE.format(second="italic" if markdown else "underline"))
     gaps = f"{DASH}: no completed run."
     if any(r.unavailable for r in td.rows):

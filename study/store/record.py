@@ -21,6 +21,7 @@ from study.errors import StudyError
 from study.metrics import pooled_scores
 
 RECORD_FORMAT = 2  # 2: integrity digests and pooled counts of every completed run
+_HISTORY_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _SPLIT = re.compile(r"[a-z0-9][a-z0-9_]*")
 _HASH = re.compile(r"[0-9a-f]{16}")
 _RUN_ID = re.compile(r"([0-9a-f]{16})-s(0|[1-9][0-9]{0,8})")
@@ -314,9 +315,31 @@ class _Parser:
             launcher=self.mapping(obj.get("launcher"), "launcher"),
             details={k: v for k, v in obj.items() if k not in _TYPED},
         )
+        if "history" in obj:
+            self.history(obj["history"])
         if status is Status.COMPLETED:
             self.completed_checks(record, obj)
         return record
+
+    def history(self, value) -> None:
+        """Every epoch's entry, field by field: the curves, the search objective and the cost estimates
+        read only a history that passed this."""
+        if not isinstance(value, list):
+            self.fail(f"field 'history': expected a list of epochs, got {type(value).__name__}")
+        for i, entry in enumerate(value):
+            name = f"history[{i}]"
+            if not isinstance(entry, dict):
+                self.fail(f"field '{name}': expected an object, got {type(entry).__name__}")
+            epoch = self.number(entry.get("epoch"), f"{name}.epoch", integer=True, optional=False, minimum=1)
+            if epoch != i + 1:
+                self.fail(f"field '{name}.epoch': {epoch}, expected {i + 1} (epochs in order, none missing)")
+            for key, v in entry.items():
+                if not isinstance(key, str) or not _HISTORY_KEY.fullmatch(key):
+                    self.fail(f"field '{name}': key {key!r} is not allowed")
+                low = 0 if key.endswith("seconds") or key == "lr" else None
+                v = self.number(v, f"{name}.{key}", minimum=low)
+                if key.endswith("_dsc") and v is not None and not 0 <= v <= 1:
+                    self.fail(f"field '{name}.{key}': {v!r}, expected a fraction in [0, 1]")
 
     def completed_checks(self, record: RunRecord, obj: dict) -> None:
         """What a completed record must hold together: its whole history, and metrics that follow

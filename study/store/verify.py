@@ -22,8 +22,12 @@ class StoreCheck:
         return not self.damaged and not self.strays
 
 
-def verify_store(store: Store, progress=None) -> StoreCheck:
-    """Read every record (hashing every file it vouches for); ``progress(i, n)`` after each run."""
+def verify_store(store: Store, progress=None, check_record=None) -> StoreCheck:
+    """Read every record (hashing every file it vouches for); ``progress(i, n)`` after each run.
+
+    ``check_record(record)`` returns why a parsed record is damaged beyond what the store can see
+    alone (its config against its hash, its Params and MACs against its model: the CLI passes the
+    checks that need the models), or None."""
     check = StoreCheck()
     keys = list(store.keys())
     for i, key in enumerate(keys):
@@ -32,6 +36,9 @@ def verify_store(store: Store, progress=None) -> StoreCheck:
             check.damaged.append((key.id, "a run folder without record.json"))
             check.counts[Status.DAMAGED.value] += 1
         else:
+            problem = check_record(record) if check_record and record.status is not Status.DAMAGED else None
+            if problem:
+                record = record.with_status(Status.DAMAGED, problem)
             check.counts[record.status.value] += 1
             if record.status is Status.DAMAGED:
                 check.damaged.append((key.id, record.reason or Status.DAMAGED.value))

@@ -356,6 +356,8 @@ def _finish(ctx: RunContext, trainer: Trainer, record: dict, started: float) -> 
     typed = store.seal(replace(typed, pooled=pooled), list(splits), [f for r in results.values() for f in r.extra_files])
     ctx.check_lease()
     store.write_record(typed)
+    # metrics.csv from the sealed record's own history: whatever epoch a resume or a reseal began at
+    atomic_write_bytes(store.metrics_path(key), _history_csv(typed.details.get("history") or []))
     _draw_curves(store, typed)
     return typed
 
