@@ -43,7 +43,7 @@ VARIABLES = (
     Variable("STUDY_CACHE", "resized dataset caches, split manifests, the report's complexity cache",
              "~/.cache/ultralbm-study", "--cache-dir (data cache)"),
     Variable("STUDY_THREADS", "torch threads per run, local and SLURM (jobs get it written into their environment)",
-             "the free CPUs (SLURM: a task's CPUs) shared by the runs at once", "--threads"),
+             "the allocation's CPUs (SLURM: a task's CPUs) shared by the runs at once, never the load", "--threads"),
     Variable("STUDY_NATIVE_KERNELS", "0 turns the C CPU kernels off (PyTorch ops instead)", "1 (on)"),
     Variable("STUDY_KERNEL_CACHE", "where the C kernels are compiled to",
              "$XDG_CACHE_HOME (else ~/.cache)/ultralbm-study/kernels"),

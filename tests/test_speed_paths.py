@@ -135,5 +135,6 @@ def test_local_share_uses_one_thread_per_small_run():
     assert (small.jobs, small.threads) == (2, 1)
     assert (local_share([64] * 24, cpus=2, busy=2).jobs, local_share([64], cpus=8, busy=0).jobs) == (1, 1)
     big = local_share([256] * 3, cpus=8, busy=3)
-    assert (big.jobs, big.threads) == (1, 5)  # the free CPUs, not the machine's
+    assert (big.jobs, big.threads) == (1, 8)  # the allocation's CPUs, never the load: a run's numbers never depend on it
+    assert local_share([256] * 3, cpus=8, busy=0).threads == big.threads and "busy with other work" in big.describe()
     assert (local_share([256], jobs=2, cpus=8, busy=0).threads, local_share([64] * 9, threads=2, cpus=8, busy=0).jobs) == (4, 4)

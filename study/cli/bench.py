@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: the free CPUs this process may use)")
+                   help="torch CPU threads (default: the CPUs this process may use)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu: time the C kernels and the PyTorch ops and check they agree; cuda: the same for "
                         "the mamba-ssm kernels and the PyTorch scan on the GPU")

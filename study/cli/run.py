@@ -21,6 +21,10 @@ def register(sub) -> None:
     add_run_options(p)
     p.add_argument("--track", choices=("none", "tensorboard"), default="none",
                    help="tensorboard: event files in each run's folder (needs the 'track' extra); default none")
+    p.add_argument("--retrain-mixed", action="store_true",
+                   help="local: train again the completed runs of a config whose runs were not computed alike "
+                        "(numerics fingerprints differ) and whose fingerprint is not this machine's, with the "
+                        "threads this launch gives each run")
 
     p.set_defaults(func=run)
 
@@ -77,6 +81,52 @@ def human_duration(seconds: float, prefix: str = "") -> str:
         if seconds >= 2 * size or (size == 60 and seconds >= size):
             return f"{seconds / size:.1f} {prefix}{name}"
     return f"{seconds:.0f} {prefix}seconds" if prefix else f"{seconds:.0f} s"
+
+
+def retrain_mixed(args, plan, store) -> None:
+    """Move to ``plan.todo`` (their files set aside) the completed runs of mixed configs whose numerics
+    fingerprint differs from what this machine computes with this launch's threads; students of a teacher
+    trained again follow it."""
+    import torch
+
+    from study.errors import ConfigError
+    from study.launch.cpus import local_share
+    from study.store.status import mixed_numerics
+    from study.train.fingerprint import numerics_fingerprint
+
+    if args.launcher != "local":
+        raise ConfigError("--retrain-mixed compares with this machine's numerics: use it with the local launcher")
+    mixed = mixed_numerics(r for r in (store.load(spec.key) for spec in plan.done) if r is not None)
+    if not mixed:
+        print("retrain-mixed: the completed runs of every config were computed alike")
+        return
+    threads = local_share([spec.config.data.size for spec in plan.done], args.jobs, args.threads).threads
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        here: dict[str, str] = {}
+        again: set = set()
+        for spec in list(plan.done):
+            runs = mixed.get(spec.key.config_hash)
+            if runs is None:
+                continue
+            if spec.key.config_hash not in here:
+                here[spec.key.config_hash] = numerics_fingerprint(spec.config, device)
+            prints = runs.get(spec.run_id, [])
+            if prints != [here[spec.key.config_hash]]:
+                again.add(spec.key)
+                print(f"  retrain {spec.run_id} {spec.label}: fingerprint {' -> '.join(prints) or 'none'}, this "
+                      f"machine's {here[spec.key.config_hash]} ({threads} thread(s))")
+        again |= {spec.key for spec in plan.done if spec.teacher in again}
+    finally:
+        torch.set_num_threads(before)
+    for spec in list(plan.done):
+        if spec.key in again:
+            store.set_aside(spec.key)
+            plan.done.remove(spec)
+            plan.todo.append(spec)
+    plan.todo.sort(key=lambda spec: spec.is_student)
 
 
 def make_launcher(args, plan):
@@ -143,6 +193,8 @@ def run(args) -> int:
     if not args.dry_run:
         require_writable(store.root, "the results store")
     plan = plan_from_args(args, store)
+    if args.retrain_mixed and not args.dry_run:
+        retrain_mixed(args, plan, store)
     if args.dry_run:
         launcher = make_launcher(args, plan)
         print(describe_share(launcher))

@@ -77,10 +77,13 @@ def run(args) -> int:
 
 
 def _mixed_kernels(reading) -> None:
-    from study.store.status import mixed_kernel_notes
+    from study.store.status import mixed_kernel_notes, mixed_numerics_notes
 
-    for note in mixed_kernel_notes(reading.records()):
+    records = list(reading.records())
+    for note in mixed_kernel_notes(records):
         print(f"mixed kernels: {note}")
+    for note in mixed_numerics_notes(records):
+        print(f"mixed numerics: {note}")
 
 
 def _summary(tables, reading, seeds, profiles, overrides, queued, args, reading_export=None) -> int:

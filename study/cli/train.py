@@ -15,7 +15,7 @@ def add_run_options(p) -> None:
                    help="where a dataset lives, e.g. --root isic2017=/data/ISIC2017 (repeatable; `train "
                         "--dataset NAME` also takes a bare PATH)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per run (default: $STUDY_THREADS, else the free CPUs shared by the "
+                   help="torch CPU threads per run (default: $STUDY_THREADS, else the allocation's CPUs shared by the "
                         "runs at once; on SLURM: the task's CPUs shared by its runs, and --threads N asks each "
                         "task for N x runs_per_task CPUs)")
 

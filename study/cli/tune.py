@@ -73,8 +73,8 @@ def run_distill(args) -> int:
     print(f"search: {args.trials} trial(s), {args.workers} worker(s), dataset {args.dataset}, "
           f"profile {args.profile}; storage {spec.storage}")
     prepare_study(spec)
-    # The teacher, if missing, trains here alone first: every free CPU, unless threads were given.
-    configure_process(share.threads if share.chosen != "the free CPUs" else share.threads * share.jobs)
+    # The teacher, if missing, trains here alone first: every CPU of the allocation, unless threads were given.
+    configure_process(share.threads if share.chosen != "the allocation" else share.threads * share.jobs)
     ensure_teacher(spec)
     if args.launcher == "slurm":
         from study.search.slurm import submit_tune_workers

@@ -65,6 +65,11 @@ def run(args) -> int:
         print(f"stray {path.name}: not a run folder of this harness (left alone)")
     for path in check.set_aside:
         print(f"set aside: {path.name} (a damaged run's files, kept for you to look at)")
+    from study.store.status import mixed_numerics_notes
+
+    mixed = mixed_numerics_notes(store.records())
+    for note in mixed:
+        print(f"mixed numerics: {note}")
     total = sum(check.counts.values())
     summary = ", ".join(f"{n} {s}" for s, n in sorted(check.counts.items()))
     print(f"{total} run(s): {summary or 'none'}; {len(check.strays)} stray, {len(check.set_aside)} set aside")

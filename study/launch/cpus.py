@@ -5,11 +5,15 @@
 or a SLURM job with ``cpu.max``), and SLURM's own allocation (``SLURM_CPUS_PER_TASK``).
 ``os.cpu_count()`` counts the machine, which on a shared node is the wrong answer.
 
-``default_threads`` divides those among the runs that train at once and leaves
-out the cores other programs are using right now (sampled from /proc/stat): torch threads
-that wait at every operation for a thread descheduled by someone else's process
-made a training step 15-30x slower on a busy 2-core machine, while one thread
-beside the same load was 2-4x slower.
+A run's thread count is a function of its allocation and its input size only,
+never of the machine's load: PyTorch's CPU reductions may round differently on
+another number of threads, so a count taken from the load of the moment would
+store different numbers under one run id. Small inputs (the smoke profile's
+64x64) train one thread each; larger ones take the allocation's CPUs shared by
+the runs that train at once. The load (``busy_cpus``, sampled from /proc/stat)
+only lowers how many runs train at once, and a busy machine is said: torch
+threads that wait at every operation for a thread descheduled by someone else's
+process made a training step 15-30x slower on a busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -91,12 +95,10 @@ def busy_cpus(window_s: float = 0.3) -> int:
     return max(0, int(others / elapsed + 0.25))
 
 
-def default_threads(runs_at_once: int = 1, cpus: int | None = None, busy: int | None = None) -> int:
-    """Torch threads per run: the free available CPUs shared by the runs, at least one."""
+def default_threads(runs_at_once: int = 1, cpus: int | None = None) -> int:
+    """Torch threads per run: the allocation's CPUs shared by the runs, at least one (never the load)."""
     cpus = available_cpus() if cpus is None else cpus
-    busy = busy_cpus() if busy is None else busy
-    free = max(1, cpus - busy)
-    return max(1, free // max(1, runs_at_once))
+    return max(1, cpus // max(1, runs_at_once))
 
 
 # Runs at this input size or smaller (the 64x64 smoke profile) gain ~10% from a second
@@ -114,10 +116,11 @@ class CpuShare:
     threads: int
     cpus: int
     busy: int
-    chosen: str = "the free CPUs"  # where the thread count came from
+    chosen: str = "the allocation"  # where the thread count came from
 
     def describe(self) -> str:
-        busy = f", {self.busy} busy with other work" if self.busy else ""
+        busy = (f", {self.busy} busy with other work: fewer runs at once, the same threads per run; timings "
+                "will be slower") if self.busy else ""
         return (f"{self.jobs} run(s) at once x {self.threads} thread(s) from {self.chosen} "
                 f"({self.cpus} CPU(s) available to this process{busy})")
 
@@ -125,14 +128,15 @@ class CpuShare:
 def local_share(input_sizes: list[int], jobs: int | None = None, threads: int | None = None,
                 cpus: int | None = None, busy: int | None = None) -> CpuShare:
     """Jobs and threads for runs of these input sizes; explicit ``jobs``/``threads`` win.
-    With no sizes (``train``, ``bench``, the search's workers) a run counts as large."""
+    With no sizes (``train``, ``bench``, the search's workers) a run counts as large. The threads
+    depend on the allocation and the sizes only; the busy CPUs lower the jobs."""
     from study.settings import current
 
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads {threads}: expected at least 1")
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected at least 1")
-    chosen = "--threads" if threads is not None else "the free CPUs"
+    chosen = "--threads" if threads is not None else "the allocation"
     if threads is None and current().threads is not None:
         threads, chosen = current().threads, "STUDY_THREADS"
     cpus = available_cpus() if cpus is None else cpus
@@ -141,9 +145,9 @@ def local_share(input_sizes: list[int], jobs: int | None = None, threads: int | 
     small = bool(input_sizes) and max(input_sizes) <= SMALL_INPUT
     runs = max(1, len(input_sizes))
     if jobs is None and threads is None:
-        jobs, threads = (min(runs, free), 1) if small else (1, free)
+        jobs, threads = (min(runs, free), 1) if small else (1, cpus)
     elif threads is None:
-        threads = 1 if small else default_threads(jobs, cpus, busy)
+        threads = 1 if small else default_threads(jobs, cpus)
     elif jobs is None:
         jobs = max(1, min(runs, free // threads)) if small else 1
     return CpuShare(max(1, jobs), max(1, threads), cpus, busy, chosen)

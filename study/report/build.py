@@ -31,7 +31,7 @@ from study.report.coverage import Coverage, coverage, shown_tables, summary
 from study.report.folder import MANIFEST, PDF_BYPRODUCTS, compile_pdf, have_pdflatex, tidy_folder  # noqa: F401
 from study.report.tables import SUFFIX, render_table
 from study.store.runs import Store
-from study.store.status import mixed_kernel_notes
+from study.store.status import mixed_kernel_notes, mixed_numerics_notes
 
 FORMAT_CHOICES = ("all", "latex", "markdown", "html", "csv")
 DOCUMENT_FORMATS = ("latex", "markdown", "html")
@@ -155,7 +155,7 @@ def build_report(
     from study.report import documents
 
     figures = documents.write_figures(result, store, figure, cases)
-    mixed = mixed_kernel_notes(store.records())
+    mixed = mixed_kernel_notes(store.records()) + mixed_numerics_notes(store.records())
     result.notes += mixed
     parts = documents.Parts(store, problems(result.tables) + mixed, figures, "challenge.md" in result.texts, audit)
     if "latex" in formats:

@@ -171,6 +171,15 @@ class RunRecord(KeyedByRun):
             return []
         return [kernel_summary(a) for a in attempts if isinstance(a, Mapping) and isinstance(a.get("kernels"), Mapping)]
 
+    def fingerprints(self) -> list[str]:
+        """Each attempt's numerics fingerprint (``study.train.fingerprint``), in order; attempts without one
+        (older records) and odd entries are left out."""
+        attempts = self.details.get("attempts")
+        if not isinstance(attempts, list):
+            return []
+        return [a["fingerprint"] for a in attempts if isinstance(a, Mapping) and isinstance(a.get("fingerprint"), str)
+                and re.fullmatch(r"[0-9a-f]{16}", a["fingerprint"])]
+
     @property
     def mixed_kernels(self) -> bool:
         """The run was resumed on kernels that round differently from those it started on."""

@@ -93,3 +93,26 @@ def mixed_kernel_notes(records) -> list[str]:
             notes.append(f"run {record.run_id}: its attempts used different kernels ({steps}); its numbers mix "
                          "two roundings (train it again in one place to compare it bit for bit)")
     return notes
+
+
+def mixed_numerics(records) -> dict[str, dict[str, list[str]]]:
+    """Config hash -> {run id: its attempts' fingerprints} for every config whose completed runs were not
+    all computed alike (another thread count, kernels, device or code version gave another fingerprint)."""
+    by_config: dict[str, dict[str, list[str]]] = {}
+    for record in records:
+        prints = record.fingerprints() if record.completed else []
+        if prints:
+            by_config.setdefault(record.config_hash, {})[record.run_id] = list(dict.fromkeys(prints))
+    return {h: runs for h, runs in by_config.items() if len({p for ps in runs.values() for p in ps}) > 1}
+
+
+def mixed_numerics_notes(records) -> list[str]:
+    """One sentence per config whose runs were computed differently: which run carries which fingerprint."""
+    notes = []
+    for config_hash, runs in mixed_numerics(records).items():
+        which = "; ".join(f"{run_id}: {' -> '.join(prints)}" for run_id, prints in sorted(runs.items()))
+        notes.append(f"config {config_hash}: its runs were not computed alike (numerics fingerprints {which}); "
+                     "another thread count, kernel, device or code version rounds differently, so their numbers "
+                     "are not comparable bit for bit (`python -m study run ... --retrain-mixed` trains the runs "
+                     "that differ from this machine's again)")
+    return notes

@@ -30,6 +30,7 @@ from study.store.atomic import atomic_torch_save, atomic_write_bytes, atomic_wri
 from study.store.lease import RunLease, is_lease_file
 from study.store.record import MISSING, RunKey, RunRecord, Status
 from study.store.runs import Store
+from study.train.fingerprint import numerics_fingerprint
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
 from study.train.numerics import apply as apply_numerics
 from study.train.outputs import evaluate_split
@@ -281,7 +282,7 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     # another node or device shows it.
     kernels = kernels_used(device, trainer.model)
     this_attempt = {"device": str(device), "threads": torch.get_num_threads(), "kernels": kernels,
-                    "numerics": numerics}
+                    "numerics": numerics, "fingerprint": numerics_fingerprint(ctx.config, device)}
     record["attempts"][-1].update(this_attempt)
     record.update(this_attempt, versions=versions(), git_commit=git_commit(),
                   selection={"mode": ctx.config.selection_mode, "split": data.selection_split})
