@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from study.config import RunConfig
-from study.store.lease import RunLease
 from study.store.record import KeyedByRun, RunKey, Status
 from study.store.runs import Store
 from study.variants import Row, select_rows
@@ -137,7 +136,7 @@ def make_plan(planned: list[RunSpec], store: Store) -> Plan:
         if record is not None and record.completed:
             plan.done.append(run)
             continue
-        holder = RunLease(store.run_dir(run.key)).holder()
+        holder = store.lease(run.key).holder()
         if holder is not None:
             plan.busy.append(run)
             plan.holders[run.run_id] = holder.describe()

@@ -188,9 +188,9 @@ def test_jobs_workers_die_with_their_parent(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.communicate()
     wait_for(lambda: not any(_alive(p) for p in workers), 60, "the orphaned workers to exit")
-    # each recorded its run as interrupted (resumable) on the way out
+    # each recorded its run as interrupted (resumable) on the way out, and none started the run queued next
     statuses = [r.status for r in store.records()]
-    assert statuses.count(Status.INTERRUPTED) >= 2, statuses
+    assert statuses.count(Status.INTERRUPTED) >= 2 and Status.COMPLETED not in statuses, statuses
 
 
 # --------------------------------------------------------------------------- case 2: safe ids and scripts
@@ -233,3 +233,31 @@ def test_every_value_in_a_generated_script_is_quoted(tmp_path):
     assert subprocess.run(["bash", "-n", str(files.scripts[0])], capture_output=True).returncode == 0
     with pytest.raises(ConfigError, match="line break"):
         sl.sbatch_line("job-name", "a\nb")
+
+
+def test_a_lease_dated_into_the_future_cannot_pin_a_run(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lease_file = run_dir / "lease.1"
+    lease_file.write_text(json.dumps({"host": "node-b", "pid": 1, "token": "x", "started_at": 0, "renewed_at": 0}))
+    future = time.time() + 365 * 86400
+    os.utime(lease_file, (future, future))  # its modification time a year ahead: "0 s ago" for a year before
+    lease = RunLease(run_dir, lease_s=1)
+    holder = lease.holder()
+    assert holder is not None and 0 <= holder.age_s < 60  # judged by when it last changed (its ctime), not its mtime
+    time.sleep(1.5)
+    assert lease.acquire() and lease.generation == 2
+    lease.release()
+
+
+def test_the_lease_period_is_the_stores_not_each_hosts(tmp_path, monkeypatch):
+    store = Store(tmp_path / "store")
+    store.root.mkdir()
+    key = RunKey("0123456789abcdef", 0)
+    assert store.lease(key).lease_s == 300.0  # the first process writes its own (the default) into the store
+    assert json.loads(store.lease_period_path.read_text())["lease_s"] == 300.0
+    monkeypatch.setenv("STUDY_LOCK_LEASE_S", "10")
+    assert store.lease(key).lease_s == 300.0  # a host with a shorter setting renews and judges at the store's pace
+    fresh = Store(tmp_path / "other")
+    fresh.root.mkdir()
+    assert fresh.lease(key).lease_s == 10.0

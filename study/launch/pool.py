@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from study.launch.workers import device_slots, init_worker, run_devices, set_threads, use_device
+from study.launch.workers import device_slots, init_worker, orphaned, run_devices, set_threads, use_device
 
 Item = TypeVar("Item")
 FAILED = "failed"
@@ -36,6 +36,13 @@ class Outcome:
     @classmethod
     def failed(cls, name: str, exc: BaseException, seconds: float = 0.0) -> "Outcome":
         return cls(name, FAILED, f"{type(exc).__name__}: {exc}", None, seconds)
+
+
+def _unless_orphaned(work: Callable[[Item], Outcome], item: Item) -> Outcome:
+    """A worker's next piece of work, unless its parent is gone: then it exits instead of starting it."""
+    if orphaned():
+        os._exit(143)
+    return work(item)
 
 
 class WorkerPool:
@@ -78,7 +85,7 @@ class WorkerPool:
                     outcome = Outcome.failed(name(item), exc, time.monotonic() - started)
                 yield item, outcome
             return
-        futures = {self._executor.submit(work, item): item for item in items}
+        futures = {self._executor.submit(_unless_orphaned, work, item): item for item in items}
         for future in as_completed(futures):
             item = futures[future]
             try:

@@ -4,7 +4,8 @@ Threads per worker are decided by the caller, once (``study.launch.cpus`` says w
 they must not add up to more than the free CPUs); the pool is ``study.launch.pool``.
 A worker whose parent is gone (killed, its terminal closed) stops on its own:
 a watchdog thread sees the parent change and sends the worker SIGTERM, which a
-training run records as an interruption (resumable); an idle worker just exits.
+training run records as an interruption (resumable); an idle worker just exits,
+and an orphaned worker never starts the next piece of work queued for it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ import threading
 import time
 
 WATCH_INTERVAL_S = 1.0
+_orphaned = threading.Event()
+
+
+def orphaned() -> bool:
+    """This worker's parent is gone: start nothing new."""
+    return _orphaned.is_set()
 
 
 def set_threads(threads: int) -> None:
@@ -29,6 +36,7 @@ def exit_with_parent(parent_pid: int, grace_s: float = 30.0) -> threading.Thread
     def watch():
         while os.getppid() == parent_pid:
             time.sleep(WATCH_INTERVAL_S)
+        _orphaned.set()
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace_s)  # time for the run to record its interruption
         os._exit(143)

@@ -24,7 +24,7 @@ from study.launch.pool import Outcome, WorkerPool
 from study.launch.workers import worker_device
 from study.search.space import TuneSpec, suggest
 from study.search.storage import load_study
-from study.store.lease import RunLease, pid_alive, store_now
+from study.store.lease import pid_alive, store_now
 from study.store.record import RunKey
 from study.store.runs import Store
 
@@ -65,7 +65,7 @@ def _alive(trial, spec: TuneSpec) -> bool:
         return pid == os.getpid() or pid_alive(int(pid))
     run_id = attrs.get("run_id")
     if run_id and RunKey.is_id(run_id):  # training: its run's lease, renewed every 30 s, judged on the store's clock
-        if RunLease(Store(spec.store_root).run_dir(RunKey.from_id(run_id))).holder() is not None:
+        if Store(spec.store_root).lease(RunKey.from_id(run_id)).holder() is not None:
             return True
     path = _beat_path(spec, trial.number)
     try:

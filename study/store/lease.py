@@ -12,12 +12,22 @@ and taken over) has lost the run and must stop writing to it: ``lost`` says so.
 An empty or unreadable lease file (a holder killed while writing it, a full
 disk) is dead once it is older than the lease.
 
+The lease period is the store's: written once, by the first process that
+needs it, into the store (``Store.lease_period_path``, from that process's
+``STUDY_LOCK_LEASE_S``), and read by every later process on every host, so a
+host with a shorter setting cannot take over a run its holder renews at the
+store's pace.
+
 A lease's age is read on one clock: the file system's. Each renewal rewrites
 the lease file, whose modification time the file server sets; an observer
 writes a probe file into the same folder and reads its modification time as
 "now". No host's own wall clock enters the decision, so a node whose clock
 runs minutes ahead or behind neither takes over a live run nor keeps a dead
-one blocked (``renewed_at`` in the file is kept for people, not used).
+one blocked (``renewed_at`` in the file is kept for people, not used). The
+lease's time is the earlier of its modification time and its inode change
+time (ctime, which the file system sets to its own now at every change and no
+tool can set back or ahead): a modification time set into the future by hand
+cannot pin a run.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.store.atomic import atomic_write_json
-from study.store.files import UnsafeFile, open_regular
+from study.store.files import UnsafeFile, open_regular, read_regular
 
 LEASE_ENV = "STUDY_LOCK_LEASE_S"
 DEFAULT_LEASE_S = 300.0
@@ -55,6 +65,38 @@ def lease_seconds() -> float:
 
         raise ConfigError(f"{LEASE_ENV}={raw!r}: expected a positive number of seconds")
     return DEFAULT_LEASE_S
+
+
+def store_period(path: Path) -> float:
+    """The store's lease period from ``path``; the first process writes its own (``lease_seconds``) there.
+    A store this process cannot write (read-only, a labmate's) without the file: this process's setting."""
+    for _ in range(3):
+        try:
+            data = json.loads(read_regular(path, LEASE_LIMIT))
+            value = float(data["lease_s"])
+            if value > 0 and value == value:
+                return value
+            raise ValueError(value)
+        except FileNotFoundError:
+            pass
+        except (UnsafeFile, ValueError, KeyError, TypeError, OSError):
+            from study.errors import ConfigError
+
+            raise ConfigError(f"{path}: the store's lease period is unreadable; expected {{\"lease_s\": <positive "
+                              "seconds>}} (delete the file to let the next run write it again)") from None
+        own = lease_seconds()
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue  # written by another process just now: read it
+        except OSError:
+            return own
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"lease_s": own, "written_by": socket.gethostname()}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return own
+    return lease_seconds()
 
 
 def is_lease_file(name: str) -> bool:
@@ -150,7 +192,8 @@ class RunLease:
             # open first: NFS revalidates its cached attributes on open; a regular file only, never
             # through a link (a FIFO would block, /dev/zero would never end)
             with os.fdopen(open_regular(path, LEASE_LIMIT), "rb") as fh:
-                age = clock - os.fstat(fh.fileno()).st_mtime
+                info = os.fstat(fh.fileno())
+                age = clock - min(info.st_mtime, info.st_ctime)  # a future mtime cannot pin the run
                 text = fh.read(LEASE_LIMIT)
         except FileNotFoundError:
             return None

@@ -73,6 +73,18 @@ class Store:
         (``sbatch/``). A log named anywhere else is not opened by the store's readers."""
         return self.root / "slurm", self.root / "sbatch"
 
+    @property
+    def lease_period_path(self) -> Path:
+        """The store's lease period, written once (``study.store.lease.store_period``)."""
+        return self.root / "lease-period.json"
+
+    def lease(self, key: RunKey):
+        """The lease of a run, at the store's lease period."""
+        from study.store.lease import RunLease, store_period
+
+        period = store_period(self.lease_period_path) if self.root.is_dir() else None
+        return RunLease(self.run_dir(key), period)
+
     def bench_path(self, device: str) -> Path:
         """``study bench --record``'s figures for one device kind (cpu, cuda), read by cost estimates."""
         return self.root / "bench" / f"{device}.json"

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from study.errors import StudyError
 from study.store.files import inside, printable, tail_regular
 from study.store.index import table_cells
-from study.store.lease import RunLease
 from study.store.record import MISSING, QUEUED, RunKey, RunRecord, Status
 from study.store.runs import Store
 
@@ -24,7 +23,7 @@ def run_state(record: RunRecord | None, store: Store) -> str:
         return MISSING
     if record.status is not Status.RUNNING:
         return record.status.value
-    holder = RunLease(store.run_dir(record.key)).holder()
+    holder = store.lease(record.key).holder()
     return Status.RUNNING.value if holder is not None else Status.INTERRUPTED.value
 
 

@@ -121,7 +121,7 @@ def train_spec(
     store.require_folder(key)
     run_dir = store.run_dir(key)
     fresh = not run_dir.exists()
-    lease = RunLease(run_dir)
+    lease = store.lease(key)
     if not lease.acquire():
         holder = lease.holder()
         raise RunBusy(f"run {key.id} is being trained by {holder.describe() if holder else 'another process'}")
