@@ -48,6 +48,15 @@ def check_row_id(row_id: str, where: str) -> str:
     return row_id
 
 
+def check_study_name(name: str, where: str = "--study-name") -> str:
+    """A search's name ends up in a file name under the store (its journal) and in job names: the row ids'
+    closed alphabet, so ``../..`` can never lead out of the store."""
+    if not isinstance(name, str) or not _ROW_ID.fullmatch(name) or len(name) > 100:
+        raise ConfigError(f"{where}: {name!r} is not allowed; expected lowercase letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit (at most 100 characters)")
+    return name
+
+
 def check_table_id(table_id: str, where: str) -> str:
     """A table id is its file's name: letters (either case), digits, '.', '_' or '-'."""
     if not _TABLE_ID.fullmatch(table_id) or len(table_id) > 100:

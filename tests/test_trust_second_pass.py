@@ -259,6 +259,32 @@ def test_a_torn_last_journal_record_is_set_aside_and_the_search_goes_on(tmp_path
     assert [t.state.name for t in reread.trials] == ["COMPLETE"]
 
 
+@pytest.mark.parametrize("line", [b'{"hello": "world"}', b'{"op_code": 99, "worker_id": "w"}', b'[1, 2, 3]'])
+def test_a_journal_line_that_is_no_optuna_operation_is_set_aside(tmp_path, capsys, line):
+    import optuna
+
+    from study.search.storage import open_storage
+
+    path = tmp_path / "tune" / "s.journal"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path)), direction="maximize")
+    study.enqueue_trial({"x": 0.5})
+    whole = path.read_bytes()
+    with open(path, "ab") as fh:
+        fh.write(line + b"\n")  # valid JSON, but nothing Optuna can replay
+    again = optuna.load_study(study_name="s", storage=open_storage(str(path)))
+    assert path.read_bytes() == whole and len(again.trials) == 1
+    (aside,) = path.parent.glob("s.journal.torn-*")
+    assert aside.read_bytes() == line + b"\n"
+    assert "1 torn record(s)" in capsys.readouterr().err
+
+
+def test_a_bad_study_name_is_one_line(tmp_path):
+    done = _cli("tune", "show", "--study-name", "../../etc", "--results", str(tmp_path))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--study-name: '../../etc' is not allowed" in done.stderr + done.stdout
+    assert not (tmp_path / "tune").exists()
+
+
 def test_a_record_glued_onto_a_torn_one_is_kept(tmp_path):
     """The usual tear: a killed worker's fragment, then a live worker's record appended onto it."""
     import optuna

@@ -35,11 +35,13 @@ def _common(p) -> None:
 
 
 def _spec(args, store):
+    from study.canonical import check_study_name
     from study.cli.train import parse_roots
     from study.config import parse_overrides
     from study.search.space import TuneSpec
     from study.search.storage import default_storage
 
+    check_study_name(args.study_name)  # a file name under the store, and job names: checked even with --storage
     if args.seed < 0:
         from study.errors import ConfigError
 
@@ -91,6 +93,7 @@ def run_distill(args) -> int:
 def run_show(args) -> int:
     from pathlib import Path
 
+    from study.canonical import check_study_name
     from study.search.results import export_best, same_config_rows, summary
     from study.search.space import TuneSpec
     from study.search.storage import default_storage, load_study
@@ -98,6 +101,7 @@ def run_show(args) -> int:
     from study.variants import VARIANTS_DIR
 
     store = Store(args.results or RESULTS_DIR)
+    check_study_name(args.study_name)
     storage = args.storage or default_storage(store, args.study_name)
     spec = TuneSpec(dataset="", n_trials=0, storage=storage, study_name=args.study_name, store_root=str(store.root))
     study = load_study(spec, create=False, read_only=not args.export)

@@ -19,7 +19,9 @@ from study.store.runs import Store
 
 
 def default_storage(store: Store, study_name: str) -> str:
-    return str(store.root / "tune" / f"{study_name}.journal")
+    from study.canonical import check_study_name
+
+    return str(store.root / "tune" / f"{check_study_name(study_name)}.journal")
 
 
 def open_storage(storage: str, read_only: bool = False):
@@ -49,16 +51,35 @@ def open_storage(storage: str, read_only: bool = False):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
+def _is_operation(body: bytes) -> bool:
+    """One whole journal record: a JSON object with one of Optuna's operation codes (and a worker id).
+    Valid JSON that is no operation (a line a person or another program wrote) cannot be replayed."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict) or not isinstance(obj.get("worker_id"), str):
+        return False
+    code = obj.get("op_code")
+    return isinstance(code, int) and not isinstance(code, bool) and code in _operation_codes()
+
+
+def _operation_codes() -> set[int]:
+    try:
+        from optuna.storages.journal._storage import JournalOperation
+    except ImportError:  # a later Optuna that moved it: its journal format, its codes
+        return set(range(0, 64))
+    return {op.value for op in JournalOperation}
+
+
 def _record_start(line: bytes) -> int | None:
     """Where the last whole journal record in a bad line starts: a worker killed mid-write leaves a
     fragment, and the next writer's record is glued after it (``{"op_code"`` starts each record)."""
     at = line.rfind(b'{"op_code"')
     while at > 0:
-        try:
-            json.loads(line[at:])
+        if _is_operation(line[at:]):
             return at
-        except ValueError:
-            at = line.rfind(b'{"op_code"', 0, at)
+        at = line.rfind(b'{"op_code"', 0, at)
     return None
 
 
@@ -66,7 +87,8 @@ def repair_journal(path: Path, log=None, lock: bool = True) -> Path | None:
     """Set aside every torn record of an Optuna journal, under the journal's own lock.
 
     A worker killed mid-append leaves a fragment without its newline; the next worker's record is
-    then glued onto it and Optuna can no longer read the study. Each line that is not one JSON
+    then glued onto it and Optuna can no longer read the study. A line that is valid JSON but no
+    Optuna operation is set aside the same way. Each line that is not one JSON
     record keeps the whole record glued at its end (if any) and loses the fragment before it, which
     goes to ``<journal>.torn-<time>-<pid>``; the journal is rewritten in place atomically. Returns
     that file, or None when the journal is whole."""
@@ -85,11 +107,7 @@ def repair_journal(path: Path, log=None, lock: bool = True) -> Path | None:
         kept, torn = [], []
         for line in path.read_bytes().splitlines(keepends=True):
             body = line.rstrip(b"\r\n")
-            try:
-                json.loads(body)
-                whole = line.endswith(b"\n")
-            except ValueError:
-                whole = False
+            whole = line.endswith(b"\n") and _is_operation(body)
             if whole:
                 kept.append(line)
                 continue
