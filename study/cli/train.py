@@ -36,9 +36,11 @@ def parse_roots(items: list[str], dataset: str | None = None) -> dict[str, str]:
         elif dataset is not None:
             name, path = dataset, item  # a bare path (which may itself hold '=')
         else:
-            raise ConfigError(f"--root {item!r}: expected DATASET=PATH, e.g. --root isic2017=/data/ISIC2017 "
+            raise ConfigError(f"--root {item[:200]!r}: expected DATASET=PATH, e.g. --root isic2017=/data/ISIC2017 "
                               f"(datasets: {', '.join(d for d in DATASETS if d != 'synthetic')})")
-        roots[name] = path
+        from study.data.roots import checked_path
+
+        roots[name] = checked_path(path, f"--root {name}")
     return roots
 
 

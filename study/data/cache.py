@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -64,6 +65,23 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     from study.settings import current
 
     return current().cache
+
+
+def require_cache_for(datasets, cache_dir: str | os.PathLike | None = None) -> None:
+    """Refuse at once (DataError, one line) when a dataset never cached here would have to be built in a
+    cache folder this process cannot write; a read-only cache that already holds a dataset is read as it is."""
+    root = cache_root(cache_dir)
+    if all((root / name).is_dir() for name in datasets):
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataError(f"{root}: the dataset cache is not writable ({exc.strerror or exc}) and "
+                        f"{', '.join(n for n in datasets if not (root / n).is_dir())} has no cache there yet; point "
+                        "STUDY_CACHE (or --cache-dir) at a folder you can write") from None
 
 
 @dataclass(frozen=True)
@@ -240,9 +258,13 @@ def _publish(partial: Path, final: Path, meta: dict) -> DatasetCache:
 
 
 def _build(final: Path, fill: Callable[[Path], dict]) -> DatasetCache:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = _partial_folder(final)
-    partial.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = _partial_folder(final)
+        partial.mkdir()
+    except OSError as exc:
+        raise DataError(f"{final.parent}: the dataset cache cannot be written ({exc.strerror or exc}); point "
+                        "STUDY_CACHE (or --cache-dir) at a folder you can write") from None
     try:
         meta = fill(partial)
         return _publish(partial, final, meta)

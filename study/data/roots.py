@@ -41,14 +41,35 @@ def config_files() -> list[Path]:
     return [Path.cwd() / PROJECT_CONFIG_NAME, user_config_path()]
 
 
+CONFIG_KEYS = {"data"}  # the tables a config file may hold
+MAX_PATH = 4096  # PATH_MAX on Linux: a longer root is a mistake, said in one line
+
+
 def _read_toml(path: Path) -> dict:
     import tomllib
 
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise DataError(f"{path}: cannot read config file ({exc})") from None
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read config file ({type(exc).__name__}: {exc}); expected UTF-8 TOML "
+                        "with a [data] table") from None
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        raise DataError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; expected only a [data] table of "
+                        "dataset = \"path\" entries")
+    return data
+
+
+def checked_path(value: str, origin: str) -> str:
+    """A root as given: printable, and no longer than a path can be."""
+    from study.store.files import printable
+
+    if len(value) > MAX_PATH:
+        raise DataError(f"{origin}: a path of {len(value)} characters; expected at most {MAX_PATH}")
+    if printable(value) != value or "\n" in value or "\t" in value:
+        raise DataError(f"{origin}: {printable(value)!r} holds control characters; expected a folder path")
+    return value
 
 
 def _root_from_config(name: str) -> ResolvedRoot | None:
@@ -63,7 +84,7 @@ def _root_from_config(name: str) -> ResolvedRoot | None:
         value = data[name]
         if not isinstance(value, str) or not value:
             raise DataError(f"{path}: data.{name} must be a path string, found {value!r}")
-        root = Path(value).expanduser()
+        root = Path(checked_path(value, f"{path} data.{name}")).expanduser()
         if not root.is_absolute():
             root = path.parent / root
         return ResolvedRoot(root, f"config {path}")
@@ -86,9 +107,10 @@ def resolve_root(name: str, root: str | os.PathLike | None = None) -> ResolvedRo
     if not info.needs_root:
         raise DataError(f"dataset {name!r} is generated and has no root folder")
     if root is not None and str(root) != "":
-        resolved = ResolvedRoot(Path(root).expanduser(), "--root")
+        resolved = ResolvedRoot(Path(checked_path(str(root), "--root")).expanduser(), "--root")
     elif current().data_root(info.env_var):
-        resolved = ResolvedRoot(Path(current().data_root(info.env_var)).expanduser(), info.env_var)
+        resolved = ResolvedRoot(Path(checked_path(current().data_root(info.env_var), info.env_var)).expanduser(),
+                                info.env_var)
     else:
         resolved = _root_from_config(name)
         if resolved is None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.errors import ConfigError
+from study.store.atomic import StoreWriteError, atomic_write_bytes
+from study.store.record import RunKey
 from study.store.runs import Store
 
 MANIFEST_FORMAT = 1
@@ -49,8 +51,14 @@ def write_manifest(store: Store, out: Path) -> dict:
     manifest = {"format": MANIFEST_FORMAT, "store": str(store.root), "runs": entries,
                 "root_sha256": root_digest(entries)}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    if out.is_dir():
+        raise ConfigError(f"{out}: a folder; --manifest expects a file name to write, e.g. {out / 'manifest.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    except (OSError, StoreWriteError) as exc:
+        raise ConfigError(f"{out}: the manifest cannot be written ({getattr(exc, 'strerror', None) or exc}); "
+                          "choose a path you can write") from None
     return manifest
 
 
@@ -65,6 +73,8 @@ def read_manifest(path: Path) -> dict[str, dict]:
         raise ConfigError(f"{path}: not a manifest of format {MANIFEST_FORMAT} (expected 'format' and 'runs')")
     runs = data["runs"]
     for run_id, entry in runs.items():
+        if not RunKey.is_id(run_id):  # ids are printed: an id holding escapes or a newline could forge lines
+            raise ConfigError(f"{path}: run id {run_id!r} is not a run id (16 hex digits, -s and a seed)")
         if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
             raise ConfigError(f"{path}: run {run_id!r}: expected an object with 'files'")
     if data.get("root_sha256") != root_digest(runs):

@@ -70,10 +70,13 @@ class RunContext:
 def check_data_roots(config: RunConfig, roots: dict[str, str]) -> None:
     """Fail at once, before anything is written, if a real dataset is not configured."""
     from study.data import REAL_DATASETS, resolve_root
+    from study.data.cache import require_cache_for
 
-    for name in sorted({config.data.dataset, *config.data.external}):
+    names = sorted({config.data.dataset, *config.data.external})
+    for name in names:
         if name in REAL_DATASETS:
             resolve_root(name, roots.get(name))  # DataError: where to download it, how to point at it
+    require_cache_for(names)  # a cache to build in a folder this process cannot write: one line, now
 
 
 def train_run(config: RunConfig, seed: int, store: Store, *, rows: tuple[str, ...] = (),
