@@ -25,6 +25,15 @@ def _study(*args):
     return done
 
 
+def _here(capsys, *args) -> str:
+    """A read-only command in this process: its stdout."""
+    from study.cli import main
+
+    capsys.readouterr()
+    main(list(args))
+    return capsys.readouterr().out
+
+
 def test_the_fingerprint_repeats_and_tells_thread_counts_apart():
     config = find_row("t3-ours").run_config(None, "smoke")
     before = torch.get_num_threads()
@@ -48,7 +57,7 @@ def test_threads_follow_the_allocation_never_the_load():
     assert local_share([64] * 10, cpus=6, busy=5).jobs == 1  # the load lowers how many runs go at once
 
 
-def test_mixed_runs_are_named_and_retrained(tmp_path):
+def test_mixed_runs_are_named_and_retrained(tmp_path, capsys):
     results = ["--results", str(tmp_path)]
     for seed, threads in ((0, "1"), (1, "2")):
         done = _study("train", "--variant", "t3-ours", "--seed", str(seed), "--threads", threads, *SMOKE, *results)
@@ -58,10 +67,9 @@ def test_mixed_runs_are_named_and_retrained(tmp_path):
     assert records[0].details["attempts"][0]["threads"] == 1 and records[1].details["attempts"][0]["threads"] == 2
     (runs,) = mixed_numerics(store.records()).values()
     assert set(runs) == {records[0].run_id, records[1].run_id}
-    status = _study("status", *results)
-    assert "mixed numerics: config" in status.stdout and records[1].run_id in status.stdout
-    verify = _study("verify", *results)
-    assert "mixed numerics: config" in verify.stdout
+    status = _here(capsys, "status", *results)
+    assert "mixed numerics: config" in status and records[1].run_id in status
+    assert "mixed numerics: config" in _here(capsys, "verify", *results)
     from study.report.build import build_report
 
     report = build_report(store, tmp_path / "report", ["table3"], fmt="markdown", figure=False, n_boot=20)
@@ -70,4 +78,4 @@ def test_mixed_runs_are_named_and_retrained(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"retrain {records[1].run_id}" in again.stdout and f"retrain {records[0].run_id}" not in again.stdout
     assert not mixed_numerics(store.records())
-    assert "mixed numerics" not in _study("status", *results).stdout
+    assert "mixed numerics" not in _here(capsys, "status", *results)

@@ -19,9 +19,22 @@ from study.variants import load_tables
 ROW = load_tables()["table3"].row("t3-ours")
 
 
+class _Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
 def _verify(root):
-    return subprocess.run([sys.executable, "-m", "study", "verify", "--results", str(root)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    """`study verify` in this process (its checks build and count models: a subprocess per case is slow)."""
+    import contextlib
+    import io
+
+    from study.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["verify", "--results", str(root)])
+    return _Done(code, out.getvalue(), err.getvalue())
 
 
 def _edit(store: Store, key: RunKey, change) -> None:
