@@ -59,6 +59,26 @@ def test_bce_on_probabilities_is_the_release_form():
     assert float(loss) == pytest.approx(100.0)  # log(1 - 1) clamped at -100
 
 
+def test_the_sobel_kernels_are_made_once_per_device_and_dtype():
+    from study.train import losses
+
+    losses._sobel.cache_clear()
+    prob = torch.rand(2, 1, 8, 8)
+    first = losses.sobel_magnitude(prob)
+    for _ in range(3):
+        assert torch.equal(losses.sobel_magnitude(prob), first)
+    assert losses._sobel.cache_info().misses == 1  # no copy to the device per step
+
+
+def test_training_does_not_fill_new_tensors_with_nan():
+    """fill_uninitialized_memory, a debugging aid, is off in training (and recorded as such)."""
+    from study.train.numerics import apply
+
+    settings = apply("cpu")
+    assert torch.are_deterministic_algorithms_enabled() and not torch.utils.deterministic.fill_uninitialized_memory
+    assert settings["fill_uninitialized_memory"] is False
+
+
 def test_dice_is_per_sample_then_averaged():
     prob = torch.tensor([[[[1.0, 0.0]]], [[[0.5, 0.5]]]], dtype=torch.float64)
     target = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 0.0]]]], dtype=torch.float64)

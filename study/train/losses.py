@@ -11,6 +11,8 @@ selects the release's form (paper/differences.toml, bce-input).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -62,10 +64,17 @@ def attention_transfer_loss(student_logits: torch.Tensor, teacher_logits: torch.
     return F.kl_div(log_a_s, log_a_t, log_target=True, reduction="batchmean")
 
 
+@functools.lru_cache(maxsize=8)
+def _sobel(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two kernels on ``device``, made once: a copy per step would be a host-to-device transfer
+    (and a host sync on a GPU) in every distillation step with the gradient term."""
+    kx = SOBEL_X.to(device=device, dtype=dtype)[None, None]
+    return kx, kx.transpose(2, 3).contiguous()
+
+
 def sobel_magnitude(prob: torch.Tensor) -> torch.Tensor:
     """sqrt(gx^2 + gy^2 + 1e-8) with 3x3 Sobel kernels, zero padding."""
-    kx = SOBEL_X.to(prob)[None, None]
-    ky = kx.transpose(2, 3)
+    kx, ky = _sobel(prob.device, prob.dtype)
     gx = F.conv2d(prob, kx, padding=1)
     gy = F.conv2d(prob, ky, padding=1)
     return torch.sqrt(gx**2 + gy**2 + 1e-8)
