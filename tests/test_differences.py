@@ -201,3 +201,23 @@ def test_seeds_0_2_against_3_5_of_one_config_show_no_effect(table_r_store):
     effects = {e.row_id: e for e in measure(td, store, 200)}
     assert effects["tr-null"].stats.result == audit.NO_DIFFERENCE
     assert "no detectable effect at 3 seeds" in effects["tr-null"].verdict
+
+
+def test_status_and_the_tables_give_the_null_row_the_seeds_after(tmp_path):
+    """`status tabler --seeds 3` expects the null row's seeds 3-5, and the tables split the reference's runs."""
+    from study.report.collect import collect_table
+    from study.report.synthetic import write_run
+    from study.store.runs import Store
+    from study.store.status import table_status
+
+    table = load_tables()["tabler"]
+    store = Store(tmp_path)
+    for seed in range(6):
+        write_run(store, table.row("tr-harness"), None, seed, "smoke", dsc=0.80 + seed / 100)
+    for seed in range(3):
+        write_run(store, table.row("tr-flip-channel"), None, seed, "smoke", dsc=0.8)
+    cells = {c.row_id: c.counts for c in table_status(table, store, [0, 1, 2], "smoke")}
+    assert cells["tr-harness"] == {"completed": 3} and cells["tr-null"] == {"completed": 3}
+    td = collect_table(table, store, "smoke")
+    assert td.row("tr-harness").cells["synthetic_dsc"].runs == ("s0", "s1", "s2")
+    assert td.row("tr-null").cells["synthetic_dsc"].runs == ("s3", "s4", "s5")

@@ -60,14 +60,16 @@ def table_status(table: Table, store: Store, seeds: list[int], profile: str = "p
     for cell in table_cells(table, store, profile, overrides=overrides):
         by_seed = {r.seed: r for r in cell.records}
         st = CellStatus(cell.row.id, cell.row.name, cell.dataset, cell.config_hash)
-        for seed in sorted(set(seeds) | set(by_seed)):
+        # a null row trains the seeds after those asked for (study.plan.null_row_seeds)
+        expected = [s + max(seeds) + 1 for s in seeds] if getattr(cell.row, "null_row", False) and seeds else seeds
+        for seed in sorted(set(expected) | set(by_seed)):
             record = by_seed.get(seed)
             state = run_state(record, store)
             run_id = RunKey(cell.config_hash, seed).id
             if state in (MISSING, Status.INTERRUPTED.value) and run_id in queued:
                 state = QUEUED  # submitted, waiting (or requeued) in the cluster's queue
                 st.job_ids.append(queued[run_id])
-            if state == MISSING and seed not in seeds:
+            if state == MISSING and seed not in expected:
                 continue
             st.counts[state] = st.counts.get(state, 0) + 1
             if state in (Status.FAILED.value, Status.DAMAGED.value):
