@@ -256,8 +256,19 @@ def repeat_step(opts: DoctorOptions) -> Finding:
 STEPS = (environment, rows_step, kernels_step, bench_step, repeat_step)
 
 
+QUIET_CPU_SECONDS = 30  # `study doctor --device cpu` alone on this project's 2-core machine: 28.5 s (measured)
+
+
 def run_doctor(opts: DoctorOptions, log=print) -> list[Finding]:
-    """Every step in order; each step's finding is printed as soon as it is known."""
+    """Every step in order; each step's finding is printed as soon as it is known. On a CPU it says first
+    how long the check takes on a quiet machine, and when other work keeps CPUs busy (as ``bench`` does)."""
+    if opts.device != "cuda":
+        from study.launch.cpus import busy_cpus
+
+        busy = busy_cpus()
+        log(f"  the CPU check takes about {QUIET_CPU_SECONDS} s on a quiet 2-core machine"
+            + (f"; {busy} CPU(s) are busy with other work now: expect it to take several times longer, and its "
+               "timings (the bench step's advice included) to be unreliable" if busy else ""))
     findings = []
     for step in STEPS:
         started = time.perf_counter()

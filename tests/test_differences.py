@@ -143,7 +143,7 @@ def table_r_store(tmp_path_factory):
     import sys
 
     root = tmp_path_factory.mktemp("table-r")
-    for command in (["run", "tabler", "--seeds", "3", "--profile", "smoke"], ["report", "--no-pdf"]):
+    for command in (["run", "tabler", "--seeds", "3", "--profile", "smoke"], ["report", "--tables", "tabler", "--no-pdf"]):
         done = subprocess.run([sys.executable, "-m", "study", *command, "--results", str(root)], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

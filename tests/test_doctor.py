@@ -45,3 +45,15 @@ def test_options_per_device():
     assert doctor.DoctorOptions.for_device("cuda").size == 256
     cpu = doctor.DoctorOptions.for_device("cpu", batch=2)
     assert (cpu.size, cpu.batch) == (64, 2)
+
+
+def test_the_cpu_check_says_its_quiet_time_and_warns_when_the_machine_is_busy(monkeypatch):
+    from study.launch import cpus
+
+    monkeypatch.setattr(doctor, "STEPS", ())
+    for busy, warned in ((0, False), (2, True)):
+        monkeypatch.setattr(cpus, "busy_cpus", lambda window_s=0.3, n=busy: n)
+        lines = []
+        doctor.run_doctor(doctor.DoctorOptions.for_device("cpu"), log=lines.append)
+        assert lines[0].startswith(f"  the CPU check takes about {doctor.QUIET_CPU_SECONDS} s on a quiet")
+        assert ("busy with other work now" in lines[0]) is warned
