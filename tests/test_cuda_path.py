@@ -420,10 +420,11 @@ def test_training_and_bench_share_the_numerical_settings(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # PyTorch's default: restored after
     for flag in ("deterministic", "benchmark"):
         monkeypatch.setattr(torch.backends.cudnn, flag, getattr(torch.backends.cudnn, flag))
-    was = torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled()
+    was = (torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled(),
+           torch.utils.deterministic.fill_uninitialized_memory)
     try:
         settings = numerics.apply("cpu")
-        assert settings == {"deterministic_algorithms": True}
+        assert settings == {"deterministic_algorithms": True, "fill_uninitialized_memory": False}
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         import os
@@ -432,6 +433,7 @@ def test_training_and_bench_share_the_numerical_settings(monkeypatch):
     finally:
         torch.backends.cuda.matmul.allow_tf32 = was[0]
         torch.use_deterministic_algorithms(was[1])
+        torch.utils.deterministic.fill_uninitialized_memory = was[2]
 
 
 def test_channels_last_is_a_cpu_choice_only():
