@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +31,7 @@ from study.metrics import per_image_dice
 from study.paper import number, paper_row
 from study.report.collect import TableData, dataset_label
 from study.report.evidence import ALPHA, SeedComparison, holm, seeds_text
-from study.report.format import DASH, display_name, latex_escape, markdown_escape, signed
+from study.report.format import DASH, display_name, latex_escape, markdown_escape, p_text, signed
 from study.report.jinja import render
 from study.store.index import CellRuns
 from study.store.record import RunRecord
@@ -378,12 +377,6 @@ def interval_text(value, ci) -> str:
     if value is None or ci is None:
         return DASH
     return f"{signed(value, 2)} [{signed(ci[0], 2)}, {signed(ci[1], 2)}]"
-
-
-def p_text(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
 def detectable_text(c: SeedComparison | None) -> str:

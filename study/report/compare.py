@@ -28,7 +28,7 @@ from study.paper import mismatches, number, paper_table
 from study.report.collect import METRIC_LABELS, Cell, TableData, dataset_label
 from study.report.counting import is_counted
 from study.report.evidence import ALPHA, holm, paper_p
-from study.report.format import DASH, display_name, fixed, latex_escape, markdown_escape, signed
+from study.report.format import DASH, display_name, fixed, latex_escape, markdown_escape, p_text, signed
 from study.report.jinja import render
 
 OUTSIDE = "differs from the paper"
@@ -90,15 +90,11 @@ class Comparison:
     def p_text(self) -> str:
         if self.p is None:
             return DASH
-        return f"{_p(self.p)} ({_p(self.p_holm)})"
+        return f"{p_text(self.p)} ({p_text(self.p_holm)})"
 
     @property
     def diff_text(self) -> str:
         return DASH if self.diff is None else signed(self.diff, self.column.decimals)
-
-
-def _p(value: float | None) -> str:
-    return DASH if value is None else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
 
 
 def paper_columns(td: TableData) -> list[PaperColumn]:

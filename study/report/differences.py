@@ -20,7 +20,7 @@ from study.paper import Difference, differences
 from study.report import audit as audit_mod
 from study.report.collect import TableData, dataset_label
 from study.report.evidence import seeds_text
-from study.report.format import DASH, latex_escape, markdown_escape, signed
+from study.report.format import DASH, latex_escape, markdown_escape, p_text, signed
 from study.report.jinja import render
 from study.store.runs import Store
 
@@ -115,7 +115,7 @@ EFFECT_HEADER = ["Row", "Against", "Seeds", "ΔDSC (pp) [95% CI]", "Welch p (Hol
 def _effect_cells(e: Effect) -> list[str]:
     s = e.stats
     c = s.dsc
-    p = DASH if c is None or c.p is None else f"{audit_mod.p_text(c.p)} ({audit_mod.p_text(s.p_holm)})"
+    p = DASH if c is None or c.p is None else f"{p_text(c.p)} ({p_text(s.p_holm)})"
     return [e.row_name, e.reference_name, s.n_seeds, audit_mod.interval_text(s.delta_dsc, None if c is None else c.ci),
             p, audit_mod.detectable_text(c), e.short_verdict, audit_mod.image_text(s.image)]
 

@@ -70,14 +70,11 @@ class SeedComparison:
     def _variances(self) -> tuple[float, float]:
         return float(np.var(self.row, ddof=1)), float(np.var(self.ref, ddof=1))
 
-    def _var(self) -> tuple[float, float]:
-        return self._variances
-
     @cached_property
     def se(self) -> float | None:
         if not self.testable:
             return None
-        v_row, v_ref = self._var()
+        v_row, v_ref = self._variances
         return math.sqrt(v_row / self.n_row + v_ref / self.n_ref)
 
     @cached_property
@@ -85,7 +82,7 @@ class SeedComparison:
         """Welch–Satterthwaite degrees of freedom."""
         if not self.testable:
             return None
-        v_row, v_ref = self._var()
+        v_row, v_ref = self._variances
         a, b = v_row / self.n_row, v_ref / self.n_ref
         if a + b == 0:
             return float(self.n_row + self.n_ref - 2)
@@ -115,7 +112,7 @@ class SeedComparison:
         """The between-seed SD, pooled over both configs."""
         if not self.testable:
             return None
-        v_row, v_ref = self._var()
+        v_row, v_ref = self._variances
         return math.sqrt(((self.n_row - 1) * v_row + (self.n_ref - 1) * v_ref) / (self.n_row + self.n_ref - 2))
 
     @property

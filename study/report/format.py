@@ -135,3 +135,10 @@ OURS = "(Ours)"
 def display_name(name: str, is_reference: bool) -> str:
     """A row's printed name: the table's chosen row (its reference) always says "(Ours)", as the paper's do."""
     return f"{name} {OURS}" if is_reference and OURS.lower() not in name.lower() else name
+
+
+def p_text(value: float | None) -> str:
+    """A p-value as the report prints it: four decimals, "<0.0001" below that, a dash for none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
