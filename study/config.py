@@ -42,7 +42,8 @@ LATER_FIELDS = {("data", "split"): "random", ("data", "skip_bad"): False, ("data
                 ("model", "bidirectional_flip"): "sequence", ("model", "mamba_conv_init"): "harness",
                 ("data", "rotation_frame"): "working", ("data", "mask_targets"): "hard",
                 ("distill", "selection"): "as_train", ("distill", "drop_last"): False,
-                ("data", "normalize_frame"): "working", ("train", "bce_input"): "logits"}
+                ("data", "normalize_frame"): "working", ("train", "bce_input"): "logits",
+                ("train", "deterministic"): True}
 
 
 def _choice(section: str, name: str, value, allowed) -> None:
@@ -156,6 +157,11 @@ class TrainConfig:
     # nn.BCELoss on sigmoid outputs, whose log PyTorch clamps at -100: a pixel whose sigmoid
     # rounds to 1 in float32 gives no gradient).
     bce_input: str = "logits"
+    # Deterministic algorithms where PyTorch has them, cuDNN's autotuner off (study.train.numerics):
+    # a CPU run repeats bit for bit, a CUDA run nearly so. False trades that for speed on a GPU
+    # (cuDNN picks its fastest algorithms, which may differ from call to call); it is part of the
+    # run's identity, so the two never mix in one cell.
+    deterministic: bool = True
 
     def __post_init__(self):
         if isinstance(self.betas, list):
@@ -168,6 +174,8 @@ class TrainConfig:
         _choice("train", "selection", self.selection, SELECTIONS)
         _choice("train", "engine", self.engine, ENGINES)
         _choice("train", "bce_input", self.bce_input, BCE_INPUTS)
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"train.deterministic: expected true or false, got {self.deterministic!r}")
         _number_in("train", "weight_decay", self.weight_decay, 0, None)
         _number_in("train", "eta_min", self.eta_min, 0, self.lr)
         if len(self.betas) != 2:

@@ -179,6 +179,16 @@ def test_train_and_bench_take_the_threads_they_are_given(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/record.json")]
     assert [a["threads"] for a in record["attempts"]] == [1]
+    # What the attempt says of its numerics: the host clock timed it, no op warned (none does on a CPU).
+    assert record["attempts"][0]["epoch_clock"] == "host clock"
+    assert record["attempts"][0]["nondeterministic_ops"] == []
+    assert record["numerics"]["deterministic_algorithms"] is True
+    fast = _study("train", "--variant", "t3-ours", "--threads", "1", *TINY, "--set", "train.deterministic=false",
+                  "--results", str(tmp_path))
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/record.json")]
+    (other,) = [r for r in records if r["config"]["train"].get("deterministic") is False]
+    assert other["numerics"]["deterministic_algorithms"] is False and other["config_hash"] != record["config_hash"]
     bench = _study("bench", "--batch", "2", "--size", "64", "--repeats", "1", "--scan-length", "0", "--no-reference",
                    "--threads", "1")
     assert bench.returncode == 0, bench.stderr

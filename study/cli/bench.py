@@ -27,7 +27,30 @@ def register(sub) -> None:
     p.add_argument("--record", action="store_true",
                    help="save this device's train-step figure in the results store, for `run --dry-run` estimates")
     p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
+    p.add_argument("--concurrent", default=None, metavar="K,K,...",
+                   help="instead: train K smoke runs at once for each K (e.g. 1,2,4,8) and print the epochs per "
+                        "minute of each, and the runs per device (a cluster profile's runs_per_task) it recommends")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each --concurrent smoke run (default 3)")
     p.set_defaults(func=run)
+
+
+def run_concurrent(args) -> int:
+    from study.bench_concurrency import NEAR_BEST, measure, recommend
+    from study.errors import ConfigError
+
+    try:
+        counts = sorted({int(k) for k in args.concurrent.split(",")})
+    except ValueError:
+        raise ConfigError(f"--concurrent: expected numbers separated by commas, got {args.concurrent!r}") from None
+    if not counts or counts[0] < 1:
+        raise ConfigError(f"--concurrent: each K must be at least 1, got {args.concurrent!r}")
+    print(f"{args.variant}: smoke runs of {args.epochs} epochs on {args.device}, K at once for K in "
+          f"{', '.join(map(str, counts))} (wall clock: run it alone)")
+    results = measure(args.variant, counts, args.epochs, args.device)
+    best = recommend(results)
+    print(f"recommended: {best} run(s) per {args.device} (the fewest within {NEAR_BEST:.0%} of the best "
+          f"throughput); on a cluster set runs_per_task = {best} in the profile")
+    return 0
 
 
 def _spread(t) -> str:
@@ -63,6 +86,8 @@ def _record(args, row, result, where: str) -> None:
 def run(args) -> int:
     import torch
 
+    if args.concurrent:
+        return run_concurrent(args)
     from study import kernels
     from study.bench import bench_backend, bench_scan, compare_with_reference
     from study.errors import StudyError

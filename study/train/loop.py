@@ -33,9 +33,11 @@ from study.store.record import RunKey
 from study.store.runs import Store
 from study.train.confusion import confusion_counts
 from study.train.data import RunData
+from study.train.determinism import AlertLog, collect_alerts
 from study.train.engine import make_optimizer, prepare_batch, prepare_model
 from study.train.losses import bce as bce_term
 from study.train.objective import Objective
+from study.train.timing import epoch_clock
 
 EVAL_BATCH = 16
 
@@ -123,6 +125,7 @@ class Trainer:
     epoch: int = 0
     wall_before: float = 0.0
     resident: dict = field(default_factory=dict)  # id(dataset) -> its ResidentSplit
+    alerts: AlertLog = field(default_factory=AlertLog)  # ops PyTorch warned cannot repeat (CUDA)
 
     @classmethod
     def set_up(cls, config: RunConfig, key: RunKey, store: Store, data: RunData, teacher, device: str) -> "Trainer":
@@ -176,7 +179,8 @@ class Trainer:
         """Train one epoch; return its history entry (selection metrics added by ``select``).
 
         The entry times the epoch's parts: ``seconds`` (wall), ``step_seconds`` (forward,
-        backward and optimizer), ``data_seconds`` (making batches), ``select_seconds``.
+        backward and optimizer), ``data_seconds`` (making batches), ``select_seconds``; the
+        step and data parts by the device's clock (``study.train.timing``).
         """
         t, epoch = self.config.train, self.epoch
         started = time.perf_counter()
@@ -196,34 +200,38 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         totals: dict[str, torch.Tensor] = {}
         batch_total, steps = None, 0  # the mean of per-batch losses: the release's distillation selection
-        n, step_s, data_s = 0, 0.0, 0.0
+        n = 0
         on_cpu = torch.device(self.device).type == "cpu"
+        clock = epoch_clock(self.device)
         iterator = iter(batches)
-        for step in itertools.count():
-            fetched = time.perf_counter()
-            batch = next(iterator, None)
-            stepping = time.perf_counter()
-            data_s += stepping - fetched
-            if batch is None:
-                break
-            check()
-            images, masks = batch
-            loss, terms = self.objective(self.model.forward_logits(prepare_batch(images, self.model)),
-                                         images, masks)
-            # On a GPU a per-step check would wait for the device; the epoch's sums are checked below.
-            if on_cpu and not torch.isfinite(loss):
-                raise RunFailed(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, batch {step + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            bs = images.shape[0]
-            n += bs
-            batch_total = loss.detach() if batch_total is None else batch_total + loss.detach()
-            steps += 1
-            for k, v in {"loss": loss, **terms}.items():
-                v = v.detach() * bs if torch.is_tensor(v) else torch.tensor(float(v) * bs)
-                totals[k] = totals[k] + v if k in totals else v
-            step_s += time.perf_counter() - stepping
+        with collect_alerts(self.alerts):
+            for step in itertools.count():
+                clock.begin("data")
+                batch = next(iterator, None)
+                clock.end("data")
+                if batch is None:
+                    break
+                clock.begin("step")
+                check()
+                images, masks = batch
+                loss, terms = self.objective(self.model.forward_logits(prepare_batch(images, self.model)),
+                                             images, masks)
+                # On a GPU a per-step check would wait for the device; the epoch's sums are checked below.
+                if on_cpu and not torch.isfinite(loss):
+                    raise RunFailed(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, batch {step + 1}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                bs = images.shape[0]
+                n += bs
+                batch_total = loss.detach() if batch_total is None else batch_total + loss.detach()
+                steps += 1
+                for k, v in {"loss": loss, **terms}.items():
+                    v = v.detach() * bs if torch.is_tensor(v) else torch.tensor(float(v) * bs)
+                    totals[k] = totals[k] + v if k in totals else v
+                clock.end("step")
+        parts = clock.seconds()
+        step_s, data_s = parts.get("step", 0.0), parts.get("data", 0.0)
         sums = {k: float(v) for k, v in totals.items()}
         if not math.isfinite(sums["loss"]):
             raise RunFailed(f"non-finite loss ({sums['loss']}) in epoch {epoch + 1}")

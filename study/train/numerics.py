@@ -22,7 +22,10 @@ backward accumulates some gradients with atomic adds, in an order that varies
 from call to call (causal-conv1d 1.6 and newer follow
 ``use_deterministic_algorithms`` and avoid theirs; 1.4-1.5 do not). A CUDA run
 therefore repeats to within float rounding, not bit for bit; ``study doctor
---device cuda`` measures how far apart two runs of the same seed end.
+--device cuda`` measures how far apart two runs of the same seed end. PyTorch's own
+nondeterministic CUDA ops (bilinear and bicubic interpolation backward, adaptive
+max-pool backward in these models) only warn under ``warn_only``; each run records
+the ones it hit (``study.train.determinism``), and ``docs/running.md`` lists them per row.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import torch
 CUBLAS_WORKSPACE = ":4096:8"
 
 
-def apply(device: str | torch.device) -> dict:
-    """Set the settings for this process; return them as recorded (``settings``)."""
+def apply(device: str | torch.device, deterministic: bool = True) -> dict:
+    """Set the settings for this process; return them as recorded (``settings``). ``deterministic``
+    False (``train.deterministic``) lets PyTorch and cuDNN pick their fastest algorithms instead."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     return settings(device)

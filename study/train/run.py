@@ -35,6 +35,7 @@ from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate 
 from study.train.numerics import apply as apply_numerics
 from study.train.outputs import evaluate_split
 from study.train.provenance import git_commit, kernels_used, versions
+from study.train.timing import epoch_clock_name
 from study.train.track import make_tracker
 
 
@@ -268,7 +269,7 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     from study.train.data import build_run_data
 
     get_backend()  # a misspelt STUDY_MAMBA_BACKEND fails here, before any data is loaded
-    numerics = apply_numerics(device)
+    numerics = apply_numerics(device, ctx.config.train.deterministic)
     data = build_run_data(ctx.config, ctx.key.seed, roots)
     record["data"] = data.provenance
     teacher = None
@@ -285,6 +286,7 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
     # another node or device shows it.
     kernels = kernels_used(device, trainer.model)
     this_attempt = {"device": str(device), "threads": torch.get_num_threads(), "kernels": kernels,
+                    "epoch_clock": epoch_clock_name(device),
                     "numerics": numerics, "fingerprint": numerics_fingerprint(ctx.config, device)}
     record["attempts"][-1].update(this_attempt)
     record.update(this_attempt, versions=versions(), git_commit=git_commit(),
@@ -314,6 +316,8 @@ def _epochs_then_finish(ctx: RunContext, trainer: Trainer, record: dict, started
         entry = trainer.run_epoch(ctx.check_lease, ctx.progress)
         ctx.check_lease()
         trainer.checkpoint(entry, trainer.wall_before + time.time() - started)
+        # What PyTorch warned cannot repeat bit for bit (on CUDA), kept per attempt.
+        record["attempts"][-1]["nondeterministic_ops"] = trainer.alerts.as_list()
         atomic_write_bytes(store.metrics_path(key), _history_csv(trainer.history))
         record.update(epochs_done=trainer.epoch, history=trainer.history)
         save_record(store, record)
