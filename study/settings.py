@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Mapping
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# The paper's study files (variants/, paper/, slurm/): beside the code in a checkout or an editable
+# install; inside the package (study/paper_study/, copied there by setup.py) in a wheel.
+PACKAGED_STUDY = Path(__file__).resolve().parent / "paper_study"
+IN_CHECKOUT = (SOURCE_ROOT / "variants" / "base.toml").is_file()
+STUDY_FILES = SOURCE_ROOT if IN_CHECKOUT else PACKAGED_STUDY
 OFF_WORDS = ("0", "false", "no", "off")
 
 
@@ -35,9 +40,12 @@ class Variable:
 
 
 VARIABLES = (
-    Variable("STUDY_RESULTS", "the results store's root", "./results (beside the code)", "--results"),
-    Variable("STUDY_VARIANTS", "the folder of variant files (Tables 1-7, R)", "./variants (beside the code)"),
-    Variable("STUDY_PAPER", "the folder of paper/ (differences, paper numbers)", "./paper (beside the code)"),
+    Variable("STUDY_RESULTS", "the results store's root",
+             "results/ beside the code in a checkout; ./results installed from a wheel", "--results"),
+    Variable("STUDY_VARIANTS", "the folder of variant files (Tables 1-7, R)",
+             "variants/ beside the code (in a wheel: the package's copy)"),
+    Variable("STUDY_PAPER", "the folder of paper/ (differences, paper numbers)",
+             "paper/ beside the code (in a wheel: the package's copy)"),
     Variable("STUDY_DATA_<NAME>", "a real dataset's root, e.g. STUDY_DATA_ISIC2017",
              "./study.toml, else ~/.config/ultralbm-study/config.toml", "--root NAME=PATH"),
     Variable("STUDY_CACHE", "resized dataset caches, split manifests, the report's complexity cache",
@@ -50,9 +58,12 @@ VARIABLES = (
     Variable("STUDY_MAMBA_BACKEND", "the selective scan: auto, torch, native or cuda (bench times each)", "auto",
              "set_backend() in code"),
     Variable("STUDY_LOCK_LEASE_S", "seconds without renewal after which a run's lease counts as dead", "300"),
-    Variable("STUDY_SLURM_PROFILES", "the folder of cluster profiles", "./slurm (beside the code)"),
+    Variable("STUDY_SLURM_PROFILES", "the folder of cluster profiles",
+             "slurm/ beside the code (in a wheel: the package's copy)"),
     Variable("STUDY_SLURM_CLUSTER", "the cluster profile used when --cluster is not given", "slurm/default.toml",
              "--cluster"),
+    Variable("STUDY_DIR", "a lab's own study folder (`study init DIR`): its tables and cluster profiles are added to "
+             "the paper's, and its results/ is the default store", "none (the paper's study alone)", "--study"),
     Variable("STUDY_GIT_COMMIT", "the commit a job's code snapshot was taken at (written by the SLURM launcher)",
              "git rev-parse in the source tree"),
 )
@@ -80,24 +91,27 @@ class Settings:
     slurm_cluster: str | None
     git_commit: str | None
     data_roots: dict[str, str]  # STUDY_DATA_<NAME> -> path, as set
+    own_study: Path | None = None  # STUDY_DIR: a lab's own study folder, or None
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
         return cls(
-            results=_path(env, "STUDY_RESULTS", SOURCE_ROOT / "results"),
-            variants=_path(env, "STUDY_VARIANTS", SOURCE_ROOT / "variants"),
-            paper=_path(env, "STUDY_PAPER", SOURCE_ROOT / "paper"),
+            # Installed from a wheel, results land in the folder the command runs in, never in the package.
+            results=_path(env, "STUDY_RESULTS", SOURCE_ROOT / "results" if IN_CHECKOUT else Path("results")),
+            variants=_path(env, "STUDY_VARIANTS", STUDY_FILES / "variants"),
+            paper=_path(env, "STUDY_PAPER", STUDY_FILES / "paper"),
             cache=_path(env, "STUDY_CACHE", Path.home() / ".cache" / "ultralbm-study"),
             threads_text=env.get("STUDY_THREADS") or None,
             native_kernels=env.get("STUDY_NATIVE_KERNELS", "1").lower() not in OFF_WORDS,
             kernel_cache=Path(env["STUDY_KERNEL_CACHE"]) if env.get("STUDY_KERNEL_CACHE") else None,
             mamba_backend=env.get("STUDY_MAMBA_BACKEND") or "auto",
             lock_lease_s=env.get("STUDY_LOCK_LEASE_S"),
-            slurm_profiles=_path(env, "STUDY_SLURM_PROFILES", SOURCE_ROOT / "slurm"),
+            slurm_profiles=_path(env, "STUDY_SLURM_PROFILES", STUDY_FILES / "slurm"),
             slurm_cluster=env.get("STUDY_SLURM_CLUSTER") or None,
             git_commit=env.get("STUDY_GIT_COMMIT") or None,
             data_roots={k: v for k, v in sorted(env.items()) if k.startswith("STUDY_DATA_") and v},
+            own_study=_path(env, "STUDY_DIR", None) if env.get("STUDY_DIR") else None,
         )
 
     @property

@@ -237,25 +237,47 @@ def _load_base(path: Path) -> dict:
     return {"sections": sections, "profiles": profiles}
 
 
+_THIS_PROCESS = object()  # load_tables' default for ``own``: the own study this process is pointed at
+
+
+def load_tables(root: Path = VARIANTS_DIR, own: Path | None = _THIS_PROCESS) -> dict[str, Table]:
+    """The paper's tables (``root``) and a lab's own (``own``/tables, on the paper's base protocol).
+
+    ``own`` defaults to the folder of ``--study``/``STUDY_DIR``, read when called.
+    """
+    if own is _THIS_PROCESS:
+        own = current().own_study
+    return _load_tables(Path(root), Path(own).resolve() if own else None)
+
+
 @lru_cache(maxsize=4)
-def load_tables(root: Path = VARIANTS_DIR) -> dict[str, Table]:
-    root = Path(root)
+def _load_tables(root: Path, own: Path | None) -> dict[str, Table]:
     base_path = root / "base.toml"
     if not base_path.is_file():
         raise ConfigError(f"{base_path}: the base protocol file is missing")
     base = _load_base(base_path)
     tables = {}
     row_owner: dict[str, Path] = {}
-    for path in sorted(root.glob("*.toml")):
-        if path.name == "base.toml":
-            continue
+    paths = [p for p in sorted(root.glob("*.toml")) if p.name != "base.toml"]
+    if own is not None:
+        if not (own / "tables").is_dir():
+            raise ConfigError(f"{own}: not a study folder (expected a tables/ folder in it; "
+                              "make one with `python -m study init DIR`)")
+        paths += sorted((own / "tables").glob("*.toml"))
+    for path in paths:
         table = _load_table(path, base)
+        if table.id in tables:
+            raise ConfigError(f"{path}: a table named {table.id!r} already exists ({tables[table.id].source}); "
+                              "rename the file")
         for r in table.rows:
             if r.id in row_owner:
                 raise ConfigError(f"{path} row '{r.id}': id already used in {row_owner[r.id]}")
             row_owner[r.id] = path
         tables[table.id] = table
     return tables
+
+
+load_tables.cache_clear = _load_tables.cache_clear
 
 
 def find_row(row_id: str, root: Path = VARIANTS_DIR) -> Row:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from conftest import REPO_ROOT
 from optuna.trial import TrialState
 
+from study.own_study import init_study
 from study.search.space import OFFICIAL, TuneSpec
 from study.search.storage import load_study
 from study.store.runs import Store
@@ -93,23 +93,30 @@ def test_export_row_trains_and_is_reported(tmp_path):
     assert "local: 1 run(s) at once x 1 thread(s) from --threads" in out.stdout
     attempts = [a for p in (tmp_path / "runs").glob("*/record.json") for a in json.loads(p.read_text())["attempts"]]
     assert len(attempts) >= 3 and {a["threads"] for a in attempts} == {1}  # the teacher and every trial
-    variants = tmp_path / "variants"
-    shutil.copytree(REPO_ROOT / "variants", variants)
-    env = {"STUDY_VARIANTS": str(variants)}
+    # Without a study folder of one's own the export refuses: the paper's files are never written.
+    refused = cli("tune", "show", "--export", "t7-tuned", results=tmp_path)
+    assert refused.returncode == 2 and "--study DIR" in refused.stderr
+    assert 'id = "t7-tuned"' not in (REPO_ROOT / "variants" / "table7.toml").read_text()
+    into_paper = cli("tune", "show", "--export", "t7-tuned", "--variants-file", str(REPO_ROOT / "variants" / "table7.toml"),
+                     results=tmp_path)
+    assert into_paper.returncode == 2 and "never written" in into_paper.stderr
+    lab = tmp_path / "lab"
+    init_study(lab)
+    env = {"STUDY_DIR": str(lab)}
     show = cli("tune", "show", "--export", "t7-tuned", results=tmp_path, env=env)
     assert show.returncode == 0, show.stdout + show.stderr
     assert "best trials" in show.stdout and "parameter importances" in show.stdout
-    assert 'id = "t7-tuned"' in (variants / "table7.toml").read_text()
+    assert 'id = "t7-tuned"' in (lab / "tables" / "tuned.toml").read_text()
     again = cli("tune", "show", "--export", "t7-tuned", results=tmp_path, env=env)
     assert again.returncode == 2 and "already exists" in again.stderr
     run = cli("run", "t7-tuned", "--seeds", "1", "--profile", "smoke", "--set", "data.synthetic_count=40",
               "--set", "train.epochs=2", results=tmp_path, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
-    report = cli("report", "--tables", "7", "--no-audit", "--no-figure", "--profile", "smoke",
+    report = cli("report", "--tables", "tuned", "--no-audit", "--no-figure", "--profile", "smoke",
                  "--set", "data.synthetic_count=40", "--set", "train.epochs=2",  # as the runs were made
                  "--out", str(tmp_path / "rep"), results=tmp_path, env=env)
     assert report.returncode == 0, report.stdout + report.stderr
-    assert "Tuned weights (t7-tuned)" in (tmp_path / "rep" / "table7.tex").read_text()
+    assert "Tuned weights (t7-tuned)" in (tmp_path / "rep" / "tuned.tex").read_text()
 
 
 def test_sqlite_storage_for_one_worker(tmp_path):

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "study.cli.bench",
     "study.cli.doctor",
     "study.cli.env",
+    "study.cli.init",
 )
 
 
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m study",
         description="Rebuild the UltraLBM-UNet paper's tables from your own runs.",
     )
+    parser.add_argument("--study", metavar="DIR", default=None,
+                        help="a lab's own study folder (made by `init`): its tables and cluster profiles join the "
+                             "paper's, and its results/ is the default store (or set STUDY_DIR)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_own_study(folder: str) -> None:
+    """Point this process, and every process it starts, at a lab's own study folder."""
+    import os
+    from pathlib import Path
+
+    from study.errors import ConfigError
+
+    path = Path(folder).expanduser().resolve()
+    if not (path / "tables").is_dir():
+        raise ConfigError(f"--study {folder}: not a study folder (expected {path / 'tables'}); "
+                          f"make one with `python -m study init {folder}`")
+    os.environ["STUDY_DIR"] = str(path)
+    os.environ.setdefault("STUDY_RESULTS", str(path / "results"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.study:
+            use_own_study(args.study)
         return int(args.func(args) or 0)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)

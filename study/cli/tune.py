@@ -23,7 +23,9 @@ def register(sub) -> None:
     _common(s)
     s.add_argument("--results", default=None, help="results store root")
     s.add_argument("--export", default=None, metavar="NAME", help="row id for the best weights")
-    s.add_argument("--variants-file", default=None, help="variants file to append the row to (default: table7)")
+    s.add_argument("--variants-file", default=None,
+                   help="table file of your own study to append the row to (default: tables/tuned.toml of the "
+                        "--study folder); never a file of the paper's")
     s.set_defaults(func=run_show)
     p.set_defaults(func=lambda args: p.print_help() or 0)
 
@@ -90,8 +92,32 @@ def run_distill(args) -> int:
     return 0
 
 
-def run_show(args) -> int:
+def export_target(variants_file: str | None, paper_variants):
+    """Where `--export` writes: a table file of the lab's own study, never the paper's files or the package."""
     from pathlib import Path
+
+    from study.errors import ConfigError
+    from study.settings import current
+
+    own = current().own_study
+    if variants_file is None:
+        if own is None:
+            raise ConfigError("tune show --export writes the row into your own study folder: pass --study DIR "
+                              "(make one with `python -m study init DIR`) or --variants-file FILE in it; the "
+                              "paper's variant files are never written")
+        return own / "tables" / "tuned.toml"
+    target = Path(variants_file).expanduser().resolve()
+    own_tables = (own / "tables").resolve() if own is not None else None
+    if own_tables is None or target.parent != own_tables:
+        raise ConfigError(f"--variants-file {variants_file}: expected a .toml file in the tables/ folder of the "
+                          f"--study folder ({own_tables or 'none given'}); the paper's variant files "
+                          f"({Path(paper_variants).resolve()}) are never written")
+    if target.suffix != ".toml":
+        raise ConfigError(f"--variants-file {variants_file}: expected a .toml file")
+    return target
+
+
+def run_show(args) -> int:
 
     from study.canonical import check_study_name
     from study.search.results import export_best, same_config_rows, summary
@@ -109,13 +135,13 @@ def run_show(args) -> int:
     print(f"storage: {storage} (opens in optuna-dashboard"
           + (")" if "://" in storage else f": `optuna-dashboard {storage}`)"))
     if args.export:
-        path = export_best(study, args.export, Path(args.variants_file or VARIANTS_DIR / "table7.toml"))
+        path = export_best(study, args.export, export_target(args.variants_file, VARIANTS_DIR))
         profile = (study.user_attrs.get("spec") or {}).get("profile", "paper")
         dataset = (study.user_attrs.get("spec") or {}).get("dataset", "isic2017")
         print(f"exported the best weights as row {args.export!r} in {path}; train it with "
               f"`python -m study run {args.export} --seeds 3 --profile {profile}"
               + (f" --datasets {dataset}`" if profile == "paper" else "`"))
-        twins = same_config_rows(args.export, path.parent, profile)
+        twins = same_config_rows(args.export, profile)
         if twins:
             print(f"note: the best weights are those of {', '.join(twins)} (same config): "
                   "the new row shares their runs")

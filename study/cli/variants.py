@@ -42,7 +42,7 @@ def run_list(args) -> int:
             mark = "*" if r.id == table.reference else " "
             state = "runnable" if not r.unavailable else f"unavailable: {r.unavailable}"
             print(f"  {mark} {r.id:22s} {r.name:40s} {state}")
-    print("(* the paper's chosen row)")
+    print("(* the row each table is compared with: in the paper's tables, the paper's chosen row)")
     return 0
 
 

@@ -76,7 +76,8 @@ def parse_tables(spec: str | None, available) -> list[str]:
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
-        table_id = item if item.startswith("table") else f"table{item.lower()}"
+        # "3" and "table3" name the paper's Table 3; a lab's own table is named by its file's stem.
+        table_id = item if item.startswith("table") or item in available else f"table{item.lower()}"
         if table_id not in available:
             numbers = [table_number(t) for t in available]
             raise ConfigError(f"--tables: unknown table {item!r}; available: {', '.join(numbers)}"

@@ -36,15 +36,25 @@ def summary(study, top: int = 5) -> str:
     return "\n".join(lines)
 
 
+TUNED_TABLE_HEADER = """# Rows exported by `study tune show --export NAME`: the best distillation weights of a search.
+# Each row is the paper's -T student (Table 7) trained with those weights; edit the names freely,
+# not the numbers (they are what the search measured).
+[table]
+title = "Tuned distillation weights"
+datasets = ["isic2017"]
+"""
+
+
 def export_best(study, name: str, variants_file: Path) -> Path:
-    """Append the best trial's weights as a new row of a variants file (never overwriting a row)."""
+    """Append the best trial's weights as a new row of a table file of a lab's own study (created with a
+    header where it does not exist yet); never overwriting a row, never leaving a file that does not load."""
     import tomllib
 
     import tomli_w
     from optuna.trial import TrialState
 
     from study.canonical import check_row_id
-    from study.variants import load_tables
+    from study.variants import find_row, load_tables
 
     check_row_id(name, "--export")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -52,40 +62,41 @@ def export_best(study, name: str, variants_file: Path) -> Path:
         raise ConfigError(f"study {study.study_name!r} has no completed trial to export")
     best = max(done, key=lambda t: t.value)
     variants_file = Path(variants_file)
-    if not variants_file.is_file():
-        raise ConfigError(f"{variants_file}: no such variants file (export appends a row to an existing table)")
-    original = variants_file.read_text()
-    if name in {r.id for t in load_tables(variants_file.parent).values() for r in t.rows}:
+    if name in {r.id for t in load_tables().values() for r in t.rows}:
         raise ConfigError(f"{variants_file}: a row with id {name!r} already exists; choose another --export name")
+    existed = variants_file.is_file()
+    original = variants_file.read_text() if existed else TUNED_TABLE_HEADER
     # Six significant digits, as the row is read by people; the row's config is what trains.
     weights = {k: float(f"{v:.6g}") for k, v in
                {"hard": best.params.get("hard", 1.0), **{k: best.params[k] for k in SPACE}}.items()}
     # The student is the base row's model (Table 7's -T): its own options, never a copy typed here.
-    from study.variants import find_row
-
     student = {k: v for k, v in sorted(find_row(BASE_ROW).model.items()) if k != "arch"}
     row = {"id": name, "name": f"Tuned weights ({name})", "model": student, "distill": weights}
     block = (f"\n# Exported by `study tune show --export {name}` from study {study.study_name!r}, trial "
              f"{best.number} (holdout DSC {best.value * 100:.2f}).\n" + tomli_w.dumps({"rows": [row]}))
+    variants_file.parent.mkdir(parents=True, exist_ok=True)
     variants_file.write_text(original + block)
-    try:  # the file must still load; else put it back exactly as it was
+    try:  # the file must still load; else put it back exactly as it was (or remove it)
         tomllib.loads(variants_file.read_text())
         load_tables.cache_clear()
-        load_tables(variants_file.parent)
+        load_tables()
     except Exception:
-        variants_file.write_text(original)
+        if existed:
+            variants_file.write_text(original)
+        else:
+            variants_file.unlink()
         load_tables.cache_clear()
         raise
     load_tables.cache_clear()
     return variants_file
 
 
-def same_config_rows(name: str, variants_dir: Path, profile: str) -> list[str]:
+def same_config_rows(name: str, profile: str) -> list[str]:
     """Rows that resolve to the same config as row ``name`` (they share its runs)."""
     from study.variants import load_tables
 
     load_tables.cache_clear()
-    tables = load_tables(variants_dir)
+    tables = load_tables()
     rows = [r for t in tables.values() for r in t.rows if not r.unavailable]
     target = next(r for r in rows if r.id == name)
     digest = target.run_config(profile=profile).hash

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -20,6 +21,26 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+@functools.lru_cache(maxsize=1)
+def _checkout_dirty() -> bool | None:
+    from study.launch.snapshot import git_state
+    from study.settings import IN_CHECKOUT, SOURCE_ROOT
+
+    if not IN_CHECKOUT:
+        return None
+    commit, dirty = git_state(SOURCE_ROOT)
+    return dirty if commit else None
+
+
+def git_dirty() -> bool | None:
+    """Whether the code and paper files (study/, variants/, paper/) differ from the recorded commit:
+    a local run's own check, once per process; None where unknown (an installed package, no git, or a
+    SLURM job, whose snapshot recorded it in the job's details)."""
+    if current().git_commit:
+        return None
+    return _checkout_dirty()
 
 
 def versions() -> dict:

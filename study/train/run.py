@@ -26,6 +26,7 @@ from study.config import RunConfig
 from study.errors import ConfigError, DataError, StudyError
 from study.models.mamba import get_backend
 from study.plan import RunSpec
+from study.settings import current
 from study.store.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from study.store.lease import RunLease, is_lease_file
 from study.store.record import MISSING, RunKey, RunRecord, Status
@@ -34,7 +35,7 @@ from study.train.fingerprint import numerics_fingerprint
 from study.train.loop import RunFailed, RunLost, Trainer, derive_seed, evaluate  # noqa: F401
 from study.train.numerics import apply as apply_numerics
 from study.train.outputs import evaluate_split
-from study.train.provenance import git_commit, kernels_used, versions
+from study.train.provenance import git_commit, git_dirty, kernels_used, versions
 from study.train.timing import epoch_clock_name
 from study.train.track import make_tracker
 
@@ -289,7 +290,8 @@ def _prepare(ctx: RunContext, record: dict, roots, device) -> Trainer:
                     "epoch_clock": epoch_clock_name(device),
                     "numerics": numerics, "fingerprint": numerics_fingerprint(ctx.config, device)}
     record["attempts"][-1].update(this_attempt)
-    record.update(this_attempt, versions=versions(), git_commit=git_commit(),
+    record.update(this_attempt, versions=versions(), git_commit=git_commit(), git_dirty=git_dirty(),
+                  own_study=str(current().own_study) if current().own_study else None,
                   selection={"mode": ctx.config.selection_mode, "split": data.selection_split})
     return trainer
 

@@ -130,8 +130,19 @@ _TYPES = {
 }
 
 
+def profile_folders() -> list[Path]:
+    """Where profiles are looked up by name: a lab's own study's profiles/ first, then the paper's."""
+    own = current().own_study
+    return ([own / "profiles"] if own is not None else []) + [PROFILES_DIR]
+
+
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml")) if PROFILES_DIR.is_dir() else []
+    return sorted({p.stem for folder in profile_folders() if folder.is_dir() for p in folder.glob("*.toml")})
+
+
+def _named(cluster: str) -> Path:
+    found = [folder / f"{cluster}.toml" for folder in profile_folders() if (folder / f"{cluster}.toml").is_file()]
+    return found[0] if found else PROFILES_DIR / f"{cluster}.toml"
 
 
 def load_profile(cluster: str | None = None) -> ClusterProfile:
@@ -139,11 +150,11 @@ def load_profile(cluster: str | None = None) -> ClusterProfile:
     cluster = cluster or current().slurm_cluster
     names = ", ".join(available_profiles()) or "none"
     if not cluster:
-        if not (PROFILES_DIR / "default.toml").is_file():
+        if not _named("default").is_file():
             raise ConfigError(f"--launcher slurm needs --cluster PROFILE (profiles in {PROFILES_DIR}: {names}); "
                               "or copy one to slurm/default.toml, or set STUDY_SLURM_CLUSTER")
         cluster = "default"
-    path = Path(cluster) if cluster.endswith(".toml") or os.sep in cluster else PROFILES_DIR / f"{cluster}.toml"
+    path = Path(cluster) if cluster.endswith(".toml") or os.sep in cluster else _named(cluster)
     if not path.is_file():
         raise ConfigError(f"--cluster {cluster}: no profile {path}; profiles in {PROFILES_DIR}: {names}")
     try:
