@@ -21,10 +21,17 @@ from study.settings import current
 
 VARIANTS_DIR = current().variants
 
-TABLE_KEYS = {"title", "datasets", "external", "reference"}
+TABLE_KEYS = {"title", "datasets", "external", "reference", "role", "figure"}
+# What a table is for, which decides how the report treats it:
+#   "ablation": rows varied against the table's reference; the claims audit asks whether the
+#               reference ("Ours") is really the best (the paper's Tables 2-7, and a lab's own by default);
+#   "comparison": methods side by side, no claim to audit (the paper's Table 1);
+#   "differences": the switches between the paper's text and the authors' release, measured (Table R).
+TABLE_ROLES = ("ablation", "comparison", "differences")
+FIGURES = ("fig2",)  # a table may be drawn as the paper's Fig. 2 (DSC against Params and FLOPs)
 SECTIONS = ("model", "data", "train", "distill")
-ROW_KEYS = {"id", "name", "compare_with", "null_row", *SECTIONS}
-BASE_KEYS = {*SECTIONS, "profiles"}
+ROW_KEYS = {"id", "name", "compare_with", "null_row", "presets", *SECTIONS}
+BASE_KEYS = {*SECTIONS, "profiles", "presets"}
 PROFILES = ("paper", "smoke")
 # Only runs trained on these get the table's external evaluation (PH2).
 EXTERNAL_FOR = ("isic2017", "isic2018")
@@ -108,6 +115,12 @@ class Table:
     external: tuple[str, ...]
     reference: str
     rows: tuple[Row, ...]
+    role: str = "ablation"  # TABLE_ROLES
+    figure: str | None = None  # FIGURES, or None
+
+    @property
+    def audited(self) -> bool:
+        return self.role == "ablation"
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -156,7 +169,16 @@ def _load_row(path: Path, table_id: str, index: int, raw, base: dict, meta: dict
     if null_row and any(section in raw for section in SECTIONS):
         raise ConfigError(f"{where}: a null row trains the config of the row it is compared with; expected no "
                           f"{'/'.join(SECTIONS)} fields")
-    sections = merge(base["sections"], {k: raw[k] for k in SECTIONS if k in raw})
+    names = raw.get("presets", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}: field 'presets' must be a list of preset names")
+    sections = base["sections"]
+    for name in names:  # in order, then the row's own fields on top
+        if name not in base["presets"]:
+            raise ConfigError(f"{where}: preset {name!r} is not defined; the base file defines "
+                              f"{', '.join(sorted(base['presets'])) or 'none'}")
+        sections = merge(sections, base["presets"][name])
+    sections = merge(sections, {k: raw[k] for k in SECTIONS if k in raw})
     model = sections["model"]
     unavailable = None
     try:
@@ -189,6 +211,13 @@ def _load_table(path: Path, base: dict) -> Table:
     _unknown(f"{path} [table]", meta, TABLE_KEYS)
     if "title" in meta:
         check_text(meta["title"], f"{path} [table] field 'title'")
+    role, figure = meta.get("role", "ablation"), meta.get("figure")
+    if role not in TABLE_ROLES:
+        raise ConfigError(f"{path} [table] field 'role': {role!r} is not a role; expected one of "
+                          f"{', '.join(TABLE_ROLES)}")
+    if figure is not None and figure not in FIGURES:
+        raise ConfigError(f"{path} [table] field 'figure': {figure!r} is not a figure the report draws; expected "
+                          f"{', '.join(FIGURES)}")
     rows_raw = data.get("rows")
     if not isinstance(rows_raw, list) or not rows_raw:
         raise ConfigError(f"{path}: expected at least one [[rows]] entry")
@@ -218,6 +247,8 @@ def _load_table(path: Path, base: dict) -> Table:
         external=tuple(meta.get("external", [])),
         reference=reference,
         rows=rows,
+        role=role,
+        figure=figure,
     )
 
 
@@ -234,7 +265,21 @@ def _load_base(path: Path) -> dict:
             if not isinstance(options, dict):
                 raise ConfigError(f"{path} [profiles.{name}.models.{arch}]: expected a table of model fields")
         profiles[name] = body
-    return {"sections": sections, "profiles": profiles}
+    presets = {}
+    for name, body in raw.get("presets", {}).items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path} [presets.{name}]: expected a table of sections")
+        _unknown(f"{path} [presets.{name}]", body, SECTIONS)
+        presets[name] = body
+    return {"sections": sections, "profiles": profiles, "presets": presets}
+
+
+def preset(name: str, root: Path = VARIANTS_DIR) -> dict:
+    """A preset of the base file (its sections), e.g. the official distillation weights."""
+    base = _load_base(Path(root) / "base.toml")
+    if name not in base["presets"]:
+        raise ConfigError(f"{Path(root) / 'base.toml'}: no preset {name!r}")
+    return base["presets"][name]
 
 
 _THIS_PROCESS = object()  # load_tables' default for ``own``: the own study this process is pointed at
@@ -274,7 +319,18 @@ def _load_tables(root: Path, own: Path | None) -> dict[str, Table]:
                 raise ConfigError(f"{path} row '{r.id}': id already used in {row_owner[r.id]}")
             row_owner[r.id] = path
         tables[table.id] = table
+    for what, tables_with in (("role = \"differences\"", [t for t in tables.values() if t.role == "differences"]),
+                              ("figure = \"fig2\"", [t for t in tables.values() if t.figure == "fig2"])):
+        if len(tables_with) > 1:
+            raise ConfigError(f"{tables_with[1].source} [table]: {what} is already the role of "
+                              f"{tables_with[0].source}; at most one table has it")
     return tables
+
+
+def table_with(tables: dict[str, Table], *, role: str | None = None, figure: str | None = None) -> Table | None:
+    """The one table of ``role`` (or drawn as ``figure``), or None."""
+    return next((t for t in tables.values() if (role is None or t.role == role)
+                 and (figure is None or t.figure == figure)), None)
 
 
 load_tables.cache_clear = _load_tables.cache_clear

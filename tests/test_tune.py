@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 from optuna.trial import TrialState
 
 from study.own_study import init_study
-from study.search.space import OFFICIAL, TuneSpec
+from study.search.space import TuneSpec, official_weights
 from study.search.storage import load_study
 from study.store.runs import Store
 
@@ -44,7 +44,8 @@ def test_two_workers_run_exactly_the_requested_trials(tmp_path):
     assert len({t.user_attrs["run_id"] for t in trials}) == 5  # no trial duplicated another's run
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers took trials
     first = study.trials[0]
-    assert first.params == pytest.approx(OFFICIAL) and first.user_attrs["origin"] == "official weights"
+    # The preset of variants/base.toml, which Table 7's Full Strategy row also takes.
+    assert first.params == pytest.approx(official_weights()) and first.user_attrs["origin"] == "official weights"
     # The objective is the holdout DSC of the selected epoch, never a test number.
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = json.loads((Store(tmp_path).root / "runs" / t.user_attrs["run_id"] / "record.json").read_text())

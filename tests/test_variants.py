@@ -73,6 +73,10 @@ def _write(tmp_path, files):
         ('[table]\nreference = "zz"\n[[rows]]\nid = "a"\nname = "A"\n', r"reference 'zz' is not a row"),
         ('[[rows]\n', r"tableX.toml: not valid TOML"),
         ('[table]\ntitle = "t"\n', r"tableX.toml: expected at least one \[\[rows\]\] entry"),
+        ('[table]\nrole = "showcase"\n[[rows]]\nid = "a"\nname = "A"\n',
+         r"tableX.toml \[table\] field 'role': 'showcase' is not a role; expected one of ablation, comparison"),
+        ('[table]\nfigure = "fig9"\n[[rows]]\nid = "a"\nname = "A"\n',
+         r"tableX.toml \[table\] field 'figure': 'fig9' is not a figure the report draws; expected fig2"),
     ],
 )
 def test_bad_variant_files(tmp_path, text, message):
@@ -85,6 +89,41 @@ def test_row_id_used_in_two_files(tmp_path):
     row = '[[rows]]\nid = "same"\nname = "A"\n'
     root = _write(tmp_path, {"tableA.toml": row, "tableB.toml": row})
     with pytest.raises(ConfigError, match=r"tableB.toml row 'same': id already used in .*tableA.toml"):
+        load_tables(root)
+
+
+def test_what_each_paper_table_is_comes_from_its_file():
+    load_tables.cache_clear()
+    tables = load_tables()
+    assert (tables["table1"].role, tables["table1"].figure) == ("comparison", "fig2")
+    assert tables["tabler"].role == "differences" and not tables["tabler"].audited
+    assert all(tables[f"table{n}"].audited for n in range(2, 8))
+
+
+def test_the_official_weights_are_written_once_and_taken_by_every_row_that_uses_them():
+    load_tables.cache_clear()
+    tables = load_tables()
+    full = tables["table7"].row("t7-full").run_config().distill
+    assert (full.hard, full.soft, full.attention, full.attention_tau, full.grad) == (1.0, 0.5, 0.2, 0.5, 0.3)
+    assert tables["table1"].row("ultralbm-t").run_config().distill == full  # Table 1's -T: the same weights
+    dkd = tables["table7"].row("t7-dkd").run_config().distill
+    assert (dkd.soft, dkd.attention, dkd.grad) == (0.5, 0.0, 0.0)
+    from conftest import REPO_ROOT
+
+    typed = [p.name for p in (REPO_ROOT / "variants").glob("*.toml") if "soft = 0.5" in p.read_text()]
+    assert typed == ["base.toml"]
+
+
+def test_an_unknown_preset_is_one_clear_error(tmp_path):
+    root = _write(tmp_path, {"tableX.toml": '[[rows]]\nid = "a"\nname = "A"\npresets = ["nope"]\n'})
+    with pytest.raises(ConfigError, match=r"tableX.toml row 'a': preset 'nope' is not defined"):
+        load_tables(root)
+
+
+def test_a_role_held_by_two_tables_is_one_clear_error(tmp_path):
+    table = '[table]\nrole = "differences"\n[[rows]]\nid = "{0}"\nname = "A"\n'
+    root = _write(tmp_path, {"tableA.toml": table.format("a"), "tableB.toml": table.format("b")})
+    with pytest.raises(ConfigError, match=r"tableB.toml \[table\]: role = \"differences\" is already the role of "):
         load_tables(root)
 
 

@@ -202,7 +202,7 @@ def _render_pieces(result: ReportResult, store: Store, audit: bool, n_boot: int)
             renderer = {"latex": audit_mod.render_latex, "markdown": audit_mod.render_markdown,
                         "csv": audit_mod.render_csv}[f]
             result.emit(f"audit{SUFFIX[f]}", renderer(result.audits), f)
-    table_r = next((td for td in result.tables if td.id == differences_mod.TABLE_R), None)
+    table_r = next((td for td in result.tables if td.table.role == "differences"), None)
     result.effects = differences_mod.measure(table_r, store, n_boot) if table_r is not None else []
     result.emit("differences.tex", differences_mod.render_latex(result.effects, table_r), "latex")
     result.emit("differences.md", differences_mod.render_markdown(result.effects, table_r), "markdown")

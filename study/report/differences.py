@@ -24,7 +24,6 @@ from study.report.format import DASH, latex_escape, markdown_escape, p_text, sig
 from study.report.jinja import render
 from study.store.runs import Store
 
-TABLE_R = "tabler"
 PIPELINE = "Pipeline check (synthetic data)"
 
 

@@ -16,8 +16,6 @@ from study.report.format import latex_escape, markdown_escape
 from study.report.jinja import render
 from study.store.runs import Store
 
-FIGURE_TABLE = "table1"
-
 
 @dataclass
 class Figures:
@@ -43,7 +41,7 @@ class Parts:
 def write_figures(result, store: Store, figure: bool, cases) -> Figures:
     from study.report.coverage import shown_tables
 
-    figs = Figures(table=next((td for td in result.tables if td.id == FIGURE_TABLE), None))
+    figs = Figures(table=next((td for td in result.tables if td.table.figure == "fig2"), None))
     if figure and figs.table is not None:
         from study.report.fig4 import write_fig4
         from study.report.figure import write_fig2

@@ -16,8 +16,16 @@ SPACE = {
     "attention_tau": (0.1, 4.0),
 }
 HARD_RANGE = (0.25, 2.0)  # only with tune_hard
-OFFICIAL = {"soft": 0.5, "attention": 0.2, "grad": 0.3, "attention_tau": 0.5}
 BASE_ROW = "t7-full"
+OFFICIAL_PRESET = "official-distillation"  # variants/base.toml: the weights are written there, once
+
+
+def official_weights() -> dict:
+    """The official release's weights of the searched terms (trial 0), from the base file's preset."""
+    from study.variants import preset
+
+    weights = preset(OFFICIAL_PRESET)["distill"]
+    return {name: weights[name] for name in SPACE}
 
 
 @dataclass(frozen=True)

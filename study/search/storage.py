@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from study.errors import ConfigError
-from study.search.space import BASE_ROW, OFFICIAL, TuneSpec
+from study.search.space import BASE_ROW, TuneSpec, official_weights
 from study.store.runs import Store
 
 
@@ -158,7 +158,7 @@ def prepare_study(spec: TuneSpec, log=print):
     """Create (or continue) the study; enqueue the official weights as trial 0 of a new study."""
     study = load_study(spec)
     if not study.trials:
-        first = dict(OFFICIAL)
+        first = official_weights()
         if spec.tune_hard:
             first["hard"] = 1.0
         study.enqueue_trial(first, user_attrs={"origin": "official weights"})
