@@ -14,14 +14,13 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from study.canonical import check_fields, coerce_floats
-from study.datasets import DATASETS as _DATASET_INFO
 from study.datasets import SYNTHETIC_GENERATOR_VERSION as SYNTHETIC_GENERATOR
+from study.datasets import known_datasets
 from study.errors import ConfigError
 
 # The allowed values of the config's choices, owned here: importing the config imports no torch
 # (the modules that act on these choices import them from here). What each value means is said
 # at the field that takes it.
-DATASETS = tuple(_DATASET_INFO)
 NORMALIZATIONS = ("official", "unit")
 ROTATIONS = ("per_sample", "per_run", "none")  # the official code draws one angle per run
 ROTATION_FRAMES = ("working", "original")
@@ -110,7 +109,7 @@ class DataConfig:
         if isinstance(self.external, list):
             object.__setattr__(self, "external", tuple(self.external))
         coerce_floats(self)
-        _choice("data", "dataset", self.dataset, DATASETS)
+        _choice("data", "dataset", self.dataset, tuple(known_datasets()))
         _positive("data", "size", self.size)
         if self.size % 32:
             raise ConfigError(f"data.size: {self.size} must be a multiple of 32 (five 2x poolings)")
@@ -128,7 +127,7 @@ class DataConfig:
         _choice("data", "mask_targets", self.mask_targets, MASK_TARGETS)
         _choice("data", "normalize_frame", self.normalize_frame, NORMALIZE_FRAMES)
         for ext in self.external:
-            _choice("data", "external", ext, DATASETS)
+            _choice("data", "external", ext, tuple(known_datasets()))
         _positive("data", "synthetic_count", self.synthetic_count)
         for name in ("split_seed", "synthetic_seed"):
             value = getattr(self, name)

@@ -32,6 +32,7 @@ FIGURES = ("fig2",)  # a table may be drawn as the paper's Fig. 2 (DSC against P
 SECTIONS = ("model", "data", "train", "distill")
 ROW_KEYS = {"id", "name", "compare_with", "null_row", "presets", *SECTIONS}
 BASE_KEYS = {*SECTIONS, "profiles", "presets"}
+NOT_TABLES = ("base.toml", "datasets.toml")  # the protocol and the datasets, beside the table files
 PROFILES = ("paper", "smoke")
 # Only runs trained on these get the table's external evaluation (PH2).
 EXTERNAL_FOR = ("isic2017", "isic2018")
@@ -303,7 +304,7 @@ def _load_tables(root: Path, own: Path | None) -> dict[str, Table]:
     base = _load_base(base_path)
     tables = {}
     row_owner: dict[str, Path] = {}
-    paths = [p for p in sorted(root.glob("*.toml")) if p.name != "base.toml"]
+    paths = [p for p in sorted(root.glob("*.toml")) if p.name not in NOT_TABLES]
     if own is not None:
         if not (own / "tables").is_dir():
             raise ConfigError(f"{own}: not a study folder (expected a tables/ folder in it; "

@@ -39,7 +39,7 @@ def test_the_own_study_page_runs_as_written_from_an_empty_folder(tmp_path):
 
 def test_init_never_overwrites_and_a_study_folder_joins_the_paper_tables(tmp_path):
     written = init_study(tmp_path / "lab")
-    assert {p.name for p in written} == {"README.md", "my-ablation.toml", "my-cluster.toml"}
+    assert {p.name for p in written} == {"README.md", "datasets.toml", "my-ablation.toml", "my-cluster.toml"}
     again = _study("init", str(tmp_path / "lab"), cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr and "never overwrites" in again.stderr
     tables = load_tables(own=tmp_path / "lab")

@@ -401,7 +401,7 @@ def prepare_cache(
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> DatasetCache:
     """One call from a dataset name to a finished cache; ``synthetic`` is used only for ``synthetic``."""
-    if name == "synthetic":
+    if dataset_info(name).layout == "synthetic":
         return build_synthetic_cache(synthetic, size, cache_dir=cache_dir)
     source = get_dataset_source(name, root, include_test=include_test, skip_bad=skip_bad)
     return build_cache(source, size, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers, progress=progress)

@@ -85,27 +85,6 @@ def problems_message(dataset: str, problems: tuple[BadPair, ...] | list[BadPair]
 # --- ISIC releases -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReleasePart:
-    name: str  # Training / Validation / Test
-    images: str  # folder of ISIC_xxxxxxx.jpg
-    masks: str  # folder of ISIC_xxxxxxx_segmentation.png
-    default: bool  # part of the paper's image pool
-
-
-ISIC_RELEASES: dict[str, tuple[ReleasePart, ...]] = {
-    "isic2017": (
-        ReleasePart("Training", "ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth", True),
-        ReleasePart("Validation", "ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth", True),
-        ReleasePart("Test", "ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", False),
-    ),
-    "isic2018": (
-        ReleasePart("Training", "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth", True),
-        ReleasePart("Validation", "ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", True),
-        ReleasePart("Test", "ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", False),
-    ),
-}
-
 # The release folders also hold ISIC_xxxxxxx_superpixels.png, metadata CSVs and
 # LICENSE/ATTRIBUTION files: only these two patterns are data.
 ISIC_IMAGE_NAME = re.compile(r"^(ISIC_\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -198,7 +177,7 @@ def _match_id(pattern: re.Pattern):
 
 
 def _list_isic_release(dataset: str, root: Path, include_test: bool) -> tuple[str, list[SamplePair], list[BadPair]]:
-    parts = ISIC_RELEASES[dataset]
+    parts = dataset_info(dataset).parts
     pairs: list[SamplePair] = []
     problems: list[BadPair] = []
     used = []
@@ -309,7 +288,59 @@ def _list_ph2(root: Path) -> tuple[str, list[SamplePair], list[BadPair]]:
     return f"PH2 release ({cases.relative_to(root) if cases != root else '.'})", pairs, problems
 
 
+# --- "folders": one folder of images, one of masks, paired by a file-name pattern -----
+
+
+def _list_folders(info, root: Path) -> tuple[str, list[SamplePair], list[BadPair]]:
+    image_folder, mask_folder = root / info.images, root / info.masks
+    for folder, what in ((image_folder, "images"), (mask_folder, "masks")):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no such folder; expected the {what} of {info.title} ({info.source})")
+    before, after = info.mask_name.split("{id}")
+    problems: list[BadPair] = []
+
+    def image_id(path: Path) -> str | None:
+        return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else None
+
+    def mask_id(path: Path) -> str | None:
+        name = path.name
+        if not (name.startswith(before) and name.endswith(after)) or len(name) <= len(before) + len(after):
+            return None
+        return name[len(before):len(name) - len(after)]
+
+    images = _index_by_id(_files(image_folder), image_id, "image", problems)
+    masks = _index_by_id(_files(mask_folder), mask_id, "mask", problems)
+    if not images and not masks:
+        raise DataError(f"{image_folder}: no images, and no masks named {info.mask_name!r} in {mask_folder}; "
+                        "expected a non-empty dataset")
+    pairs = _pair_by_id(images, masks, info.images, image_folder, mask_folder,
+                        lambda i: info.mask_name.replace("{id}", i), problems)
+    return f"{info.images}/ and {info.masks}/ ({info.mask_name})", pairs, problems
+
+
 # --- entry points ---------------------------------------------------------------
+
+
+def _read_isic_release(info, resolved, include_test: bool):
+    release = info.parts[0]
+    if (resolved.path / release.images).is_dir() or (resolved.path / release.masks).is_dir():
+        return _list_isic_release(info.name, resolved.path, include_test)
+    if is_pre_split(resolved.path):
+        return _list_pre_split(resolved.path, include_test)
+    raise DataError(
+        f"{resolved.path} (from {resolved.origin}): no {info.title} layout found; expected folders "
+        f"{release.images}/ and {release.masks}/ (the original release) or train/images/ and "
+        "train/masks/ (pre-split)"
+    )
+
+
+# The reader of each layout kind (study.datasets.LAYOUTS but the generated one): chosen by the
+# dataset's declared layout, never by its name.
+READERS = {
+    "isic-release": _read_isic_release,
+    "ph2": lambda info, resolved, include_test: _list_ph2(resolved.path),
+    "folders": lambda info, resolved, include_test: _list_folders(info, resolved.path),
+}
 
 
 def scan_dataset(name: str, root: str | os.PathLike | None = None, *, include_test: bool = False) -> DataSource:
@@ -318,22 +349,7 @@ def scan_dataset(name: str, root: str | os.PathLike | None = None, *, include_te
     if not info.needs_root:
         raise DataError(f"dataset {name!r} is generated; it has no folder to scan")
     resolved = resolve_root(name, root)
-    if name in ISIC_RELEASES:
-        release = ISIC_RELEASES[name][0]
-        if (resolved.path / release.images).is_dir() or (resolved.path / release.masks).is_dir():
-            layout, pairs, problems = _list_isic_release(name, resolved.path, include_test)
-        elif is_pre_split(resolved.path):
-            layout, pairs, problems = _list_pre_split(resolved.path, include_test)
-        else:
-            raise DataError(
-                f"{resolved.path} (from {resolved.origin}): no {info.title} layout found; expected folders "
-                f"{release.images}/ and {release.masks}/ (the original release) or train/images/ and "
-                "train/masks/ (pre-split)"
-            )
-    elif name == "ph2":
-        layout, pairs, problems = _list_ph2(resolved.path)
-    else:  # a dataset in the registry without a reader is a programming error
-        raise AssertionError(f"no reader for dataset {name}")
+    layout, pairs, problems = READERS[info.layout](info, resolved, include_test)
     seen: dict[str, SamplePair] = {}
     unique_pairs = []
     for pair in pairs:

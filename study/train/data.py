@@ -8,6 +8,7 @@ from study.config import RunConfig
 from study.data import SegmentationDataset, SyntheticSpec, TransformConfig, carve_holdout, ensure_split, prepare_cache
 from study.data.split import Holdout, split_from_release
 from study.data.transforms import compute_norm_stats
+from study.datasets import dataset_info
 from study.errors import DataError
 
 
@@ -35,7 +36,7 @@ def _partition(config: RunConfig, seed: int, cache):
     """(split, selection holdout or None, provenance of the split)."""
     d = config.data
     if d.split == "release":
-        if d.dataset == "synthetic":
+        if dataset_info(d.dataset).layout == "synthetic":
             raise DataError("data.split = \"release\": the synthetic dataset has no release partition; "
                             "expected isic2017 or isic2018")
         release = split_from_release(d.dataset, dict(zip(cache.ids, cache.meta["parts"])))
