@@ -129,6 +129,20 @@ class Settings:
         return self.data_roots.get(variable)
 
 
+def use_own_study(folder: str) -> Path:
+    """Point this process, and every process it starts, at a lab's own study folder (``--study``):
+    STUDY_DIR, and STUDY_RESULTS to its results/ unless already set."""
+    from study.errors import ConfigError
+
+    path = Path(folder).expanduser().resolve()
+    if not (path / "tables").is_dir():
+        raise ConfigError(f"--study {folder}: not a study folder (expected {path / 'tables'}); "
+                          f"make one with `python -m study init {folder}`")
+    os.environ.update(STUDY_DIR=str(path))  # written, for the processes this one starts
+    os.environ.setdefault("STUDY_RESULTS", str(path / "results"))
+    return path
+
+
 def current() -> Settings:
     """The settings of this process's environment now."""
     return Settings.read()

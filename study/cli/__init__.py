@@ -53,21 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def use_own_study(folder: str) -> None:
-    """Point this process, and every process it starts, at a lab's own study folder."""
-    import os
-    from pathlib import Path
-
-    from study.errors import ConfigError
-
-    path = Path(folder).expanduser().resolve()
-    if not (path / "tables").is_dir():
-        raise ConfigError(f"--study {folder}: not a study folder (expected {path / 'tables'}); "
-                          f"make one with `python -m study init {folder}`")
-    os.environ["STUDY_DIR"] = str(path)
-    os.environ.setdefault("STUDY_RESULTS", str(path / "results"))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -76,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.study:
+            from study.settings import use_own_study
+
             use_own_study(args.study)
         return int(args.func(args) or 0)
     except StudyError as exc:
