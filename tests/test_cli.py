@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 
@@ -24,6 +25,7 @@ def test_help_does_not_import_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.slow
 def test_bench_prints_figures():
     out = _cli("bench", "--batch", "2", "--size", "64", "--repeats", "1", "--scan-length", "64")
     assert out.returncode == 0, out.stderr
@@ -31,6 +33,7 @@ def test_bench_prints_figures():
     assert "sequential reference" in out.stdout
 
 
+@pytest.mark.slow
 def test_user_error_is_one_line():
     out = _cli("bench", "--variant", "no-such-row", "--scan-length", "0")
     assert out.returncode == 2

@@ -89,6 +89,7 @@ def test_settings_read_the_environment_and_say_what_is_wrong():
         _ = Settings.read({"STUDY_THREADS": "two"}).threads
 
 
+@pytest.mark.slow
 def test_env_prints_versions_kernels_cpus_and_settings(tmp_path):
     out = _study("env", env={"STUDY_RESULTS": str(tmp_path), "STUDY_THREADS": "1", "STUDY_TYPO": "x"})
     assert out.returncode == 0, out.stderr
@@ -118,6 +119,7 @@ def test_threads_are_decided_once_and_explicit_values_win(monkeypatch):
         local_share([256], threads=0)
 
 
+@pytest.mark.slow
 def test_run_dry_run_prints_the_share_the_launch_uses(tmp_path):
     from study.cli.run import make_launcher
 
@@ -130,6 +132,7 @@ def test_run_dry_run_prints_the_share_the_launch_uses(tmp_path):
     assert (launcher.share.jobs, launcher.share.threads) == (2, 1)
 
 
+@pytest.mark.slow
 def test_slurm_threads_are_per_run_and_written_into_the_jobs_environment(tmp_path, monkeypatch):
     profile_file = tmp_path / "pairs.toml"
     profile_file.write_text('partition = "debug"\ncpus_per_task = 4\nruns_per_task = 2\n')
@@ -174,6 +177,7 @@ def test_slurm_threads_are_per_run_and_written_into_the_jobs_environment(tmp_pat
         sl.SlurmLauncher(str(profile_file), threads=0)
 
 
+@pytest.mark.slow
 def test_train_and_bench_take_the_threads_they_are_given(tmp_path):
     out = _study("train", "--variant", "t3-ours", "--threads", "1", *TINY, "--results", str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -256,6 +260,7 @@ def test_a_kernel_missing_from_a_built_library_is_an_error_not_a_fallback(native
         kernels.library()
 
 
+@pytest.mark.slow
 def test_a_run_resumed_on_other_kernels_is_flagged(tmp_path):
     from study.report.synthetic import write_run
     from study.store.status import mixed_kernel_notes

@@ -36,6 +36,7 @@ def store(tmp_path):
     return store
 
 
+@pytest.mark.slow
 def test_a_manifest_onto_a_folder_or_a_read_only_path(store, tmp_path):
     _one_line(_study("verify", "--results", str(store.root), "--manifest", str(tmp_path)), "a folder; --manifest")
     locked = tmp_path / "locked"
@@ -52,6 +53,7 @@ def test_a_manifest_onto_a_folder_or_a_read_only_path(store, tmp_path):
         locked.chmod(0o700)
 
 
+@pytest.mark.slow
 def test_a_manifest_id_holding_escapes_is_refused(store, tmp_path):
     import json
 
@@ -63,6 +65,7 @@ def test_a_manifest_id_holding_escapes_is_refused(store, tmp_path):
     _one_line(_study("verify", "--results", str(store.root), "--against", str(forged)), "is not a run id")
 
 
+@pytest.mark.slow
 def test_a_read_only_cache_is_refused_before_a_run_starts(tmp_path, real_samples):
     cache = tmp_path / "cache"
     cache.mkdir()

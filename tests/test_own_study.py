@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 from study.own_study import init_study
@@ -22,6 +23,7 @@ def _study(*args, cwd, env=None):
                           timeout=600, env={**environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_the_own_study_page_runs_as_written_from_an_empty_folder(tmp_path):
     commands = [line for line in BLOCK.search((REPO_ROOT / "docs" / "own-study.md").read_text()).group(1).splitlines()
                 if line.strip()]
@@ -37,6 +39,7 @@ def test_the_own_study_page_runs_as_written_from_an_empty_folder(tmp_path):
     assert not (REPO_ROOT / "my-study").exists()
 
 
+@pytest.mark.slow
 def test_init_never_overwrites_and_a_study_folder_joins_the_paper_tables(tmp_path):
     written = init_study(tmp_path / "lab")
     assert {p.name for p in written} == {"README.md", "datasets.toml", "my-ablation.toml", "my-cluster.toml"}
@@ -50,6 +53,7 @@ def test_init_never_overwrites_and_a_study_folder_joins_the_paper_tables(tmp_pat
         r for r in tables["table3"].rows if r.id == "t3-ours").run_config().hash
 
 
+@pytest.mark.slow
 def test_study_folder_mistakes_are_one_clear_error(tmp_path):
     bad = _study("--study", str(tmp_path / "nowhere"), "list", cwd=tmp_path)
     assert bad.returncode == 2 and "not a study folder" in bad.stderr and "study init" in bad.stderr
@@ -64,6 +68,7 @@ def test_study_folder_mistakes_are_one_clear_error(tmp_path):
     assert dup.returncode == 2 and "row 't3-ours': id already used in" in dup.stderr
 
 
+@pytest.mark.slow
 def test_cluster_profiles_of_the_study_join_the_paper_ones(tmp_path):
     init_study(tmp_path / "lab")
     done = _study("--study", str(tmp_path / "lab"), "sbatch", "mine-paper", "--seeds", "1", "--profile", "smoke",

@@ -57,6 +57,7 @@ def _files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts}
 
 
+@pytest.mark.slow
 def test_the_wheel_works_from_any_folder_and_writes_only_there(installed, tmp_path):
     python, package = installed
     assert (package / "paper_study" / "variants" / "base.toml").is_file()

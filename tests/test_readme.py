@@ -40,6 +40,7 @@ def results_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("readme-results")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", _commands())
 def test_readme_command(command, results_dir):
     argv = shlex.split(command)

@@ -414,7 +414,7 @@ CAVEATS = [
     "interval of the difference of the seed means.",
     f"A row is significantly better (worse) than ours when its Holm p < {ALPHA} and its mean is above (below) "
     "ours. With no true difference, this says \"different\" in at most 5% of tables (measured by simulation in "
-    "the suite, tests/test_evidence.py).",
+    "the suite, tests/report/test_evidence.py).",
     "Detectable Δ: the smallest difference these seeds detect with 80% power, at the between-seed SD observed "
     "in the two rows. Paper's Δ: the paper's printed DSC gap between the row and ours, and the seeds per row "
     "that would detect it with 80% power at that SD (before the Holm correction). With few seeds the SD is "

@@ -12,7 +12,7 @@ with Welch-Satterthwaite degrees of freedom. The seeds of two configs are not
 paired: the same seed gives unrelated trajectories once anything changes (and
 Table R's null row compares disjoint seeds). Image-level noise is inside each
 seed's score, so the test carries both sources of variation; the suite holds
-its false-positive rate to 5% by simulation (``tests/test_evidence.py``).
+its false-positive rate to 5% by simulation (``tests/report/test_evidence.py``).
 
 Beside a verdict it says what the seeds at hand can detect: the smallest
 difference a two-sample t-test with these numbers of seeds detects with 80%
