@@ -38,3 +38,13 @@ def test_user_error_is_one_line():
     out = _cli("bench", "--variant", "no-such-row", "--scan-length", "0")
     assert out.returncode == 2
     assert out.stderr.strip() == "error: unknown table or row 'no-such-row'; see `python -m study list`"
+
+
+def test_a_misspelt_command_or_choice_gets_a_guess_and_version_is_one_line():
+    for argv, guess in ((["rn"], "did you mean 'run'?"), (["stauts"], "did you mean 'status'?"),
+                        (["report", "--format", "htm"], "did you mean 'html'?")):
+        done = subprocess.run([sys.executable, "-m", "study", *argv], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert done.returncode == 2 and guess in done.stderr, done.stderr
+        assert "expected one of:" in done.stderr
+    version = subprocess.run([sys.executable, "-m", "study", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("ultralbm-study ")

@@ -33,15 +33,34 @@ COMMAND_MODULES = (
 )
 
 
+class StudyParser(argparse.ArgumentParser):
+    """argparse, with a guess for a misspelt command or choice: `rn` -> did you mean 'run'?"""
+
+    def error(self, message: str):
+        import re
+
+        from study.errors import did_you_mean
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if found:
+            choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+            message = (f"unknown {'command' if 'COMMAND' in message else 'choice'} {found.group(1)!r}"
+                       f"{did_you_mean(found.group(1), choices)}; expected one of: {', '.join(choices)}")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    import study
+
+    parser = StudyParser(
         prog="python -m study",
         description="Rebuild the UltraLBM-UNet paper's tables from your own runs.",
     )
+    parser.add_argument("--version", action="version", version=f"ultralbm-study {study.__version__}")
     parser.add_argument("--study", metavar="DIR", default=None,
                         help="a lab's own study folder (made by `init`): its tables and cluster profiles join the "
                              "paper's, and its results/ is the default store (or set STUDY_DIR)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=StudyParser)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

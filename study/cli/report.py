@@ -19,7 +19,7 @@ def register(sub) -> None:
                    help="all (default): LaTeX (and report.pdf where pdflatex is installed), Markdown and one "
                         "self-contained report.html; or just one format. Formats add up in one folder")
     p.add_argument("--profile", default="auto",
-                   help="which runs fill the tables: a profile of variants/base.toml (paper, smoke, or your own), "
+                   help="which runs fill the tables: a profile of variants/base.toml (paper, smoke, release, or your own), "
                    "or auto: per table, the first profile with completed runs (paper, smoke, then yours)")
     p.add_argument("--cases", default=None, metavar="ID,ID,...",
                    help="Fig. 4: these test images (default: best, median and worst per-image Dice of ours)")

@@ -17,7 +17,7 @@ def register(sub) -> None:
                    help="tables to show row by row (default: a one-line summary of each table and profile with runs)")
     p.add_argument("--all", action="store_true", help="every table and profile row by row, runs or not")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds are expected (default 3)")
-    p.add_argument("--profile", default=None, help="paper or smoke (default: both, where they have runs)")
+    p.add_argument("--profile", default=None, help="paper, smoke or release (default: each, where it has runs)")
     p.add_argument("--results", default=None, help="results store root")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="the overrides the runs were made with (they are part of each run's config)")

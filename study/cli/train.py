@@ -7,7 +7,9 @@ import sys
 
 def add_run_options(p) -> None:
     """Options shared by `train` and `run`: profile, overrides, store, data roots."""
-    p.add_argument("--profile", default="paper", help="paper (the paper's protocol) or smoke (synthetic, CPU)")
+    p.add_argument("--profile", default="paper",
+                   help="a profile of variants/base.toml: paper (the paper's protocol, default), smoke "
+                        "(synthetic, CPU) or release (the authors' release's behaviour)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--results", default=None, help="results store root (default: $STUDY_RESULTS or ./results)")
@@ -49,7 +51,9 @@ def register(sub) -> None:
                        description="Train one run, checkpointing every epoch; a run whose folder holds a "
                        "checkpoint resumes from it, a completed run is not redone.")
     p.add_argument("--variant", required=True, help="row id, e.g. ultralbm, t3-single-direction")
-    p.add_argument("--dataset", default=None, help="isic2017, isic2018, synthetic (default: the profile's / table's)")
+    p.add_argument("--dataset", default=None,
+                   help="a declared dataset: isic2017, isic2018, ph2, synthetic or one of your study's "
+                        "(default: the profile's / table's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-teacher", action="store_true", help="for a distillation row: train the missing teacher first")
     p.add_argument("--restart-unreadable", action="store_true",
