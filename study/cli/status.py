@@ -55,18 +55,21 @@ def run(args) -> int:
     for table in tables.values():
         if args.tables and table.id not in args.tables:
             continue
-        for profile in profiles:
-            cells = table_status(table, reading, seeds, profile, overrides, queued)
-            if not args.profile and profile != "paper" and not any(
-                    c.counts.get(s) for c in cells for s in all_states[:-1]):
-                continue  # a profile with no runs at all is only shown when asked for
+        blocks = [(profile, table_status(table, reading, seeds, profile, overrides, queued)) for profile in profiles]
+        with_runs = [(p, cells) for p, cells in blocks
+                     if any(c.counts.get(s) or c.other_seeds for c in cells for s in all_states[:-1])]
+        # A profile with no runs at all is shown only when asked for, or when no profile has any
+        # (then the paper's, to say what is missing).
+        for profile, cells in (blocks if args.profile else with_runs or blocks[:1]):
             total = {s: sum(c.counts.get(s, 0) for c in cells) for s in all_states}
             summary = ", ".join(f"{total[s]} {s}" for s in all_states if total[s])
             print(f"\n{table.id} ({profile} profile, seeds 0-{args.seeds - 1}): {summary or 'no rows runnable'}")
             for c in cells:
                 counts = "  ".join(f"{s} {c.counts[s]}" for s in all_states if c.counts.get(s))
                 jobs = f"  jobs {','.join(c.job_ids)}" if c.job_ids else ""
-                print(f"  {c.row_id:22s} {c.dataset:10s} {counts}{jobs}")
+                other = (f"  (+{len(c.other_seeds)} run(s) at seed(s) {','.join(map(str, c.other_seeds))}, not "
+                         "counted)") if c.other_seeds else ""
+                print(f"  {c.row_id:22s} {c.dataset:10s} {counts}{jobs}{other}")
                 for f in c.failures:
                     print(f"      {f}")
     _mixed_kernels(reading)

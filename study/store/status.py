@@ -50,6 +50,7 @@ class CellStatus:
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # "seed N: reason"
     job_ids: list[str] = field(default_factory=list)
+    other_seeds: list[int] = field(default_factory=list)  # runs stored at seeds not asked for: not counted
 
 
 def table_status(table: Table, store: Store, seeds: list[int], profile: str = "paper",
@@ -62,15 +63,16 @@ def table_status(table: Table, store: Store, seeds: list[int], profile: str = "p
         st = CellStatus(cell.row.id, cell.row.name, cell.dataset, cell.config_hash)
         # a null row trains the seeds after those asked for (study.plan.null_row_seeds)
         expected = [s + max(seeds) + 1 for s in seeds] if getattr(cell.row, "null_row", False) and seeds else seeds
-        for seed in sorted(set(expected) | set(by_seed)):
+        # Only the seeds asked for are counted; runs at other seeds are named, so that `--seeds 1`
+        # says what one seed per cell has and still shows that more exist.
+        st.other_seeds = sorted(s for s in by_seed if s not in expected)
+        for seed in expected:
             record = by_seed.get(seed)
             state = run_state(record, store)
             run_id = RunKey(cell.config_hash, seed).id
             if state in (MISSING, Status.INTERRUPTED.value) and run_id in queued:
                 state = QUEUED  # submitted, waiting (or requeued) in the cluster's queue
                 st.job_ids.append(queued[run_id])
-            if state == MISSING and seed not in expected:
-                continue
             st.counts[state] = st.counts.get(state, 0) + 1
             if state in (Status.FAILED.value, Status.DAMAGED.value):
                 st.failures.append(f"seed {seed} {state}: {record.reason}")

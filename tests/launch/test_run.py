@@ -82,6 +82,10 @@ def test_run_skips_completed_and_status_reports(tmp_path):
     status = cli("status", "table6", "--seeds", "2", *TINY[:-2], "--export", str(tmp_path / "i.csv"),
                  results=tmp_path)
     assert "table6 (smoke profile, seeds 0-1): 6 completed" in status.stdout
+    assert "paper profile" not in status.stdout  # no runs under it, not asked for: not shown
+    one = cli("status", "table6", "--seeds", "1", *TINY[:-2], results=tmp_path).stdout
+    assert "table6 (smoke profile, seeds 0-0): 3 completed" in one  # only the seeds asked for are counted
+    assert one.count("(+1 run(s) at seed(s) 1, not counted)") == 3
     import pandas as pd
 
     index = pd.read_csv(tmp_path / "i.csv")
