@@ -55,6 +55,10 @@ def run_show(args) -> int:
     overrides = parse_overrides(args.overrides)
     if args.diff:
         return _show_diff(args, overrides)
+    from study.store.record import RunKey
+
+    if RunKey.is_id(args.name):
+        return _show_run(args)
     rows = select_rows([args.name])
     base = find_row("ultralbm")
     for row in rows:
@@ -121,6 +125,44 @@ def _config_of(name: str, args, overrides):
         return f"run {name}", record.config
     row = find_row(name)
     return f"{row.id}", row.run_config(args.dataset, args.profile, overrides).to_dict()
+
+
+def _show_run(args) -> int:
+    """A stored run: its rows, state, config (what differs from the paper's model), scores computed
+    from the counts the record vouches for, time, code and where it trained."""
+    from study.errors import ConfigError
+    from study.store.record import RunKey
+    from study.store.runs import RESULTS_DIR, Store
+    from study.variants import find_row
+
+    store = Store(args.results or RESULTS_DIR)
+    record = store.load(RunKey.from_id(args.name))
+    if record is None:
+        raise ConfigError(f"run {args.name}: no record in {store.root} (is --results the store it trained in?)")
+    print(f"# run {record.run_id}: {', '.join(record.rows) or 'no row'}; seed {record.key.seed}; "
+          f"{record.status.value}" + (f" ({record.reason})" if record.reason else ""))
+    config = record.config or {}
+    data = config.get("data") or {}
+    print(f"dataset {data.get('dataset')}, {data.get('size')}x{data.get('size')}, "
+          f"{(config.get('train') or {}).get('epochs')} epochs; config hash {record.config_hash}")
+    if config:
+        reference = find_row("ultralbm").run_config(data.get("dataset"), "paper").to_dict()
+        for key, (_, value) in differences(reference, config).items():
+            if not (key.startswith("model.") and value is None):
+                print(f"  {key} = {json.dumps(value)}")
+    for split in record.pooled:
+        scores = record.scores(split)
+        print(f"{split}: DSC {scores['dsc'] * 100:.2f}, IoU {scores['iou'] * 100:.2f} "
+              f"(from the pooled counts of {record.pooled[split].images} images)")
+    details = record.details or {}
+    wall = f"{record.wall_time_s:.1f} s" if record.wall_time_s is not None else "not finished"
+    dirty = {True: ", uncommitted changes", False: ", clean", None: ""}.get(details.get("git_dirty"), "")
+    print(f"wall time {wall}; commit {(details.get('git_commit') or 'unknown')[:12]}{dirty}")
+    for i, attempt in enumerate(details.get("attempts") or [], 1):
+        print(f"attempt {i}: {attempt.get('host', '?')}, {attempt.get('device', '?')}, "
+              f"{attempt.get('threads', '?')} thread(s), scan {(attempt.get('kernels') or {}).get('scan', '?')}")
+    print(f"files: {store.run_dir(record.key)}")
+    return 0
 
 
 def _show_diff(args, overrides) -> int:

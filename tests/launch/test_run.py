@@ -86,6 +86,11 @@ def test_run_skips_completed_and_status_reports(tmp_path):
     one = cli("status", "table6", "--seeds", "1", *TINY[:-2], results=tmp_path).stdout
     assert "table6 (smoke profile, seeds 0-0): 3 completed" in one  # only the seeds asked for are counted
     assert one.count("(+1 run(s) at seed(s) 1, not counted)") == 3
+    run_id = records(tmp_path)[0]["run_id"]
+    shown = cli("show", run_id, results=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"# run {run_id}: t6-") and "; completed" in shown.stdout.splitlines()[0]
+    assert "test: DSC " in shown.stdout and "from the pooled counts of" in shown.stdout and "attempt 1:" in shown.stdout
     import pandas as pd
 
     index = pd.read_csv(tmp_path / "i.csv")
