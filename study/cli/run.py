@@ -70,7 +70,22 @@ def plan_from_args(args, store):
     for run in plan.busy:
         if run.run_id in plan.holders:
             print(f"  held    {run.run_id} {run.label}: {plan.holders[run.run_id]}")
+    for run, epoch in resumable(plan, store):
+        print(f"  resume  {run.run_id} {run.label}: from its last checkpoint ({epoch} of "
+              f"{run.config.train.epochs} epochs recorded done)")
     return plan
+
+
+def resumable(plan, store) -> list:
+    """(run, epochs it has done) for each run to train that will resume from a checkpoint."""
+    out = []
+    for run in plan.todo:
+        if not store.checkpoint_path(run.key, "last").is_file():
+            continue
+        record = store.load(run.key, verify=False)
+        if record is not None and not record.completed and record.epochs_done:
+            out.append((run, record.epochs_done))
+    return out
 
 
 def human_duration(seconds: float, prefix: str = "") -> str:
@@ -165,7 +180,7 @@ def print_estimate(plan, store, args, launcher) -> None:
     for r in plan.todo:
         seconds, how = estimate_seconds(r, measured, rates, device)
         total += seconds
-        print(f"  run   {r.run_id}  {r.label}  ~{seconds:.0f} s ({how})")
+        print(f"  run   {r.run_id}  {r.label}  ~{human_duration(seconds)} ({how})")
     for r in plan.busy:
         print(f"  busy  {r.run_id}  {r.label}")
     for r in plan.done:

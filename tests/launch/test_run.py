@@ -119,7 +119,7 @@ def test_dry_run_estimates_gpu_hours_from_a_bench_figure(tmp_path):
               *TINY, results=tmp_path)
     assert out.returncode == 0, out.stderr
     # 28 training images (70% of 40) x 2 epochs x 13 s = 728 s per run; 6 runs, 2 per GPU: 0.6 GPU-hours.
-    assert out.stdout.count("~728 s (bench figure on cuda)") == 6, out.stdout
+    assert out.stdout.count("~12.1 min (bench figure on cuda)") == 6, out.stdout
     assert "estimated cost: 0.6 GPU-hours on cluster profile gpu (1 GPU(s) per task, 2 run(s) per task" in out.stdout
 
 
@@ -168,6 +168,9 @@ def test_killed_run_is_resumed_not_restarted(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "completed" and record["resumed_from_epoch"] >= 1 and len(record["attempts"]) == 2
+    # The plan said so before it trained: from the epoch the checkpoint holds.
+    assert f"resume  {run_dir.name} " in again.stdout
+    assert f"from its last checkpoint ({record['resumed_from_epoch']} of 4 epochs recorded done)" in again.stdout
 
 
 @pytest.mark.slow
