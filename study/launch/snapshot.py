@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,9 +17,11 @@ from pathlib import Path
 
 from study.errors import StudyError
 from study.store.atomic import atomic_write_json
+from study.train.provenance import CODE_PARTS, git_state
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds study/, variants/, paper/, slurm/
-SNAPSHOT_PARTS = ("study", "variants", "paper")  # what a job needs of the source tree
+# what a job needs of the source tree: the parts whose git state a run records (study.train.provenance)
+SNAPSHOT_PARTS = CODE_PARTS
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,6 @@ def _snapshot_files(root: Path) -> list[Path]:
     return out
 
 
-def git_state(root: Path = SOURCE_ROOT) -> tuple[str | None, bool]:
-    """(commit, dirty): HEAD of the source tree and whether the snapshotted parts differ from it."""
-    def git(*args) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout if out.returncode == 0 else None
-
-    commit = (git("rev-parse", "HEAD") or "").strip() or None
-    status = git("status", "--porcelain", "--", *SNAPSHOT_PARTS)
-    return commit, bool(status and status.strip())
-
-
 def make_snapshot(snapshots_dir: Path, source: Path = SOURCE_ROOT) -> Snapshot:
     """Copy study/, variants/, paper/ to ``snapshots_dir/<hash of their files>/`` (reused when unchanged)."""
     files = _snapshot_files(source)
@@ -94,5 +81,5 @@ def make_snapshot(snapshots_dir: Path, source: Path = SOURCE_ROOT) -> Snapshot:
 
 
 def live_code() -> Snapshot:
-    commit, dirty = git_state()
+    commit, dirty = git_state(SOURCE_ROOT)
     return Snapshot(None, commit, dirty)

@@ -23,9 +23,25 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+CODE_PARTS = ("study", "variants", "paper")  # what makes a run: the code and the paper's study files
+
+
+def git_state(root: Path) -> tuple[str | None, bool]:
+    """(commit, dirty): HEAD of the source tree at ``root`` and whether its CODE_PARTS differ from it."""
+    def git(*args) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = (git("rev-parse", "HEAD") or "").strip() or None
+    status = git("status", "--porcelain", "--", *CODE_PARTS)
+    return commit, bool(status and status.strip())
+
+
 @functools.lru_cache(maxsize=1)
 def _checkout_dirty() -> bool | None:
-    from study.launch.snapshot import git_state
     from study.settings import IN_CHECKOUT, SOURCE_ROOT
 
     if not IN_CHECKOUT:
