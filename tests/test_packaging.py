@@ -82,4 +82,7 @@ def test_the_wheel_works_from_any_folder_and_writes_only_there(installed, tmp_pa
     study("report", "--tables", "3", "--profile", "smoke", "--format", "markdown")
     assert list((tmp_path / "results" / "runs").glob("*/record.json"))
     assert (tmp_path / "results" / "report" / "report.md").is_file()
+    # The own-study template and the datasets file travel in the wheel too.
+    study("init", "lab")
+    assert "my-ablation" in study("--study", "lab", "list")
     assert _files(package) == before  # nothing written into the installed package
