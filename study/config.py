@@ -109,7 +109,8 @@ class DataConfig:
         if isinstance(self.external, list):
             object.__setattr__(self, "external", tuple(self.external))
         coerce_floats(self)
-        _choice("data", "dataset", self.dataset, tuple(known_datasets()))
+        known = tuple(known_datasets())  # read once for the dataset and every external set
+        _choice("data", "dataset", self.dataset, known)
         _positive("data", "size", self.size)
         if self.size % 32:
             raise ConfigError(f"data.size: {self.size} must be a multiple of 32 (five 2x poolings)")
@@ -127,7 +128,7 @@ class DataConfig:
         _choice("data", "mask_targets", self.mask_targets, MASK_TARGETS)
         _choice("data", "normalize_frame", self.normalize_frame, NORMALIZE_FRAMES)
         for ext in self.external:
-            _choice("data", "external", ext, tuple(known_datasets()))
+            _choice("data", "external", ext, known)
         _positive("data", "synthetic_count", self.synthetic_count)
         for name in ("split_seed", "synthetic_seed"):
             value = getattr(self, name)

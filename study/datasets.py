@@ -138,10 +138,10 @@ def paper_datasets_file() -> Path:
 
 def known_datasets(own: Path | None = None) -> dict[str, DatasetInfo]:
     """The paper's datasets, and those of the own study folder this process is pointed at."""
-    from study.settings import current
+    from study.settings import own_study_folder
 
     found = dict(read_datasets(paper_datasets_file()))
-    own = own if own is not None else current().own_study
+    own = own if own is not None else own_study_folder()
     extra = Path(own) / "datasets.toml" if own is not None else None
     if extra is not None and extra.is_file():
         for name, info in read_datasets(extra.resolve()).items():

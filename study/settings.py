@@ -111,7 +111,7 @@ class Settings:
             slurm_cluster=env.get("STUDY_SLURM_CLUSTER") or None,
             git_commit=env.get("STUDY_GIT_COMMIT") or None,
             data_roots={k: v for k, v in sorted(env.items()) if k.startswith("STUDY_DATA_") and v},
-            own_study=_path(env, "STUDY_DIR", None) if env.get("STUDY_DIR") else None,
+            own_study=own_study_folder(env),
         )
 
     @property
@@ -127,6 +127,12 @@ class Settings:
 
     def data_root(self, variable: str) -> str | None:
         return self.data_roots.get(variable)
+
+
+def own_study_folder(environ: Mapping[str, str] | None = None) -> Path | None:
+    """STUDY_DIR alone (asked for on every config a process builds: reading only this one is cheap)."""
+    env = os.environ if environ is None else environ
+    return _path(env, "STUDY_DIR", None) if env.get("STUDY_DIR") else None
 
 
 def use_own_study(folder: str) -> Path:

@@ -17,7 +17,7 @@ from study.canonical import reject_unknown as _unknown
 from study.config import RunConfig, merge
 from study.errors import ConfigError, did_you_mean
 from study.models.registry import get_entry, make_config
-from study.settings import current
+from study.settings import current, own_study_folder
 
 VARIANTS_DIR = current().variants
 
@@ -292,7 +292,7 @@ def load_tables(root: Path = VARIANTS_DIR, own: Path | None = _THIS_PROCESS) -> 
     ``own`` defaults to the folder of ``--study``/``STUDY_DIR``, read when called.
     """
     if own is _THIS_PROCESS:
-        own = current().own_study
+        own = own_study_folder()
     return _load_tables(Path(root), Path(own).resolve() if own else None)
 
 
@@ -326,12 +326,6 @@ def _load_tables(root: Path, own: Path | None) -> dict[str, Table]:
             raise ConfigError(f"{tables_with[1].source} [table]: {what} is already the role of "
                               f"{tables_with[0].source}; at most one table has it")
     return tables
-
-
-def table_with(tables: dict[str, Table], *, role: str | None = None, figure: str | None = None) -> Table | None:
-    """The one table of ``role`` (or drawn as ``figure``), or None."""
-    return next((t for t in tables.values() if (role is None or t.role == role)
-                 and (figure is None or t.figure == figure)), None)
 
 
 load_tables.cache_clear = _load_tables.cache_clear

@@ -23,7 +23,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +47,7 @@ from study.data.synthetic import SyntheticSpec, make_synthetic, synthetic_ids
 from study.datasets import SYNTHETIC_GENERATOR_VERSION as GENERATOR_VERSION
 from study.datasets import dataset_info
 from study.errors import DataError
+from study.store.atomic import probe_writable
 
 CACHE_FORMAT = 1
 DEFAULT_SIZE = 256
@@ -74,10 +74,7 @@ def require_cache_for(datasets, cache_dir: str | os.PathLike | None = None) -> N
     if all((root / name).is_dir() for name in datasets):
         return
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(root)
     except OSError as exc:
         raise DataError(f"{root}: the dataset cache is not writable ({exc.strerror or exc}) and "
                         f"{', '.join(n for n in datasets if not (root / n).is_dir())} has no cache there yet; point "

@@ -51,8 +51,9 @@ def known_nondeterminism(record) -> list[str]:
     """What in this run may add in a varying order: PyTorch's alerts and mamba-ssm's scan backward."""
     attempt = (record.details.get("attempts") or [{}])[-1]
     ops = [str(op) for op in attempt.get("nondeterministic_ops") or []]
+    # "mamba-ssm 2.3.1" when its kernels ran; a fallback reads "PyTorch scan (mamba-ssm unusable: ...)"
     scan = str((record.details.get("kernels") or {}).get("scan", ""))
-    if "mamba-ssm" in scan or "selective_scan_cuda" in scan:
+    if scan.startswith("mamba-ssm "):
         ops.append("mamba-ssm selective-scan backward (atomic adds)")
     return ops
 

@@ -20,14 +20,19 @@ class StoreWriteError(StudyError):
     """A file of the store could not be written (disk full, permissions, ...); nothing was torn."""
 
 
+def probe_writable(folder: Path) -> None:
+    """Create ``folder`` if missing and write and remove a file in it: OSError where this process cannot."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    os.close(fd)
+    os.unlink(probe)
+
+
 def require_writable(folder: Path, what: str) -> None:
     """Refuse, before any work, a folder this process cannot write (created if missing): one line."""
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as exc:
         raise StoreWriteError(f"{folder}: {what} is not writable ({exc.strerror or exc}); nothing was done. Point "
                               "--results (or --out) at a folder you can write") from None

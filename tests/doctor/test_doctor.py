@@ -165,3 +165,16 @@ def test_the_cpu_check_says_its_quiet_time_and_warns_when_the_machine_is_busy(mo
         doctor.run_doctor(doctor.DoctorOptions.for_device("cpu"), log=lines.append)
         assert lines[0].startswith(f"  the CPU check takes about {doctor.QUIET_CPU_SECONDS} s on a quiet")
         assert ("busy with other work now" in lines[0]) is warned
+
+
+def test_only_mamba_ssm_kernels_that_ran_count_as_known_nondeterminism():
+    from types import SimpleNamespace
+
+    def record(scan, ops=()):
+        return SimpleNamespace(details={"kernels": {"scan": scan}, "attempts": [{"nondeterministic_ops": list(ops)}]})
+
+    assert repeat.known_nondeterminism(record("mamba-ssm 2.3.1")) == ["mamba-ssm selective-scan backward (atomic adds)"]
+    # a fallback names mamba-ssm too, but ran the PyTorch scan
+    assert repeat.known_nondeterminism(record("PyTorch scan (mamba-ssm unusable: no GPU)")) == []
+    assert repeat.known_nondeterminism(record("C scan", ["upsample_bilinear2d_backward_out_cuda"])) == [
+        "upsample_bilinear2d_backward_out_cuda"]
